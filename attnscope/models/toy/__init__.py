@@ -1,0 +1,26 @@
+"""The toy world's built-in text-to-image model and its oracle judge.
+
+The trained weights ship in ``attnscope/assets/``: ``toy/`` is a diffusers
+pipeline folder, ``oracle.safetensors`` (+ ``oracle.json``) the oracle.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from attnscope.models.toy.pipeline import ToyModelConfig, ToyWorldPipeline, build_toy_pipeline
+
+_ASSETS = Path(__file__).resolve().parents[2] / "assets"
+
+
+def default_model_path() -> Path:
+    """Folder of the shipped toy pipeline (``attnscope/assets/toy``); may not exist yet."""
+    return _ASSETS / "toy"
+
+
+def default_oracle_path() -> Path:
+    """The shipped oracle weights (``attnscope/assets/oracle.safetensors``); may not exist yet."""
+    return _ASSETS / "oracle.safetensors"
+
+
+__all__ = ["ToyModelConfig", "ToyWorldPipeline", "build_toy_pipeline", "default_model_path", "default_oracle_path"]
