@@ -459,11 +459,15 @@ def render(scenes: Sequence[Scene], device: str | torch.device = "cpu") -> tuple
     (N, 2, 64, 64), ``masks[i, j]`` the pixels of object ``j`` (all False
     when scene ``i`` has no object ``j``). Deterministic: wood-grain phase is
     derived from the object's position.
+
+    Objects are grouped by (slot, class) on the CPU and each group's
+    parameters are sent to ``device`` as one small tensor, so rendering on a
+    GPU never waits for it.
     """
     device = torch.device(device)
     n = len(scenes)
-    packed = {k: torch.from_numpy(a).to(device) for k, a in _pack(scenes).items()}
-    palette = torch.tensor(list(COLOURS.values()), device=device)
+    packed = _pack(scenes)
+    palette = np.array(list(COLOURS.values()), np.float32)
     background = torch.tensor(BACKGROUND, device=device).view(3, 1, 1)
     images = background.expand(n, 3, IMAGE_SIZE, IMAGE_SIZE).clone()
     masks = torch.zeros(n, MAX_OBJECTS, IMAGE_SIZE, IMAGE_SIZE, dtype=torch.bool, device=device)
@@ -471,20 +475,30 @@ def render(scenes: Sequence[Scene], device: str | torch.device = "cpu") -> tuple
 
     for slot in range(MAX_OBJECTS):
         for c, name in enumerate(CLASSES):
-            rows = torch.nonzero(packed["present"][:, slot] & (packed["cls"][:, slot] == c)).flatten()
-            if rows.numel() == 0:
+            rows_np = np.nonzero(packed["present"][:, slot] & (packed["cls"][:, slot] == c))[0]
+            if len(rows_np) == 0:
                 continue
-            cx, cy, s, flip = packed["pos"][rows, slot].unbind(-1)
-            dx = coords.view(1, 1, -1) - cx.view(-1, 1, 1)  # (k, 1, W)
-            dy = coords.view(1, -1, 1) - cy.view(-1, 1, 1)  # (k, H, 1)
-            sign = torch.where(flip > 0.5, -1.0, 1.0).view(-1, 1, 1)
-            u = (sign * dx / s.view(-1, 1, 1)).expand(-1, IMAGE_SIZE, -1)
-            v = (dy / s.view(-1, 1, 1)).expand(-1, -1, IMAGE_SIZE)
+            params_np = np.concatenate(
+                [
+                    packed["pos"][rows_np, slot],  # cx, cy, s, flip
+                    palette[packed["colour"][rows_np, slot]],  # r, g, b
+                    packed["material"][rows_np, slot, None].astype(np.float32),
+                ],
+                axis=1,
+            )
+            rows = torch.from_numpy(rows_np).to(device, non_blocking=True)
+            params = torch.from_numpy(params_np).to(device, non_blocking=True)
+            cx, cy, s, flip = (params[:, i].view(-1, 1, 1) for i in range(4))
+            base = params[:, 4:7].view(-1, 3, 1, 1)
+            material = params[:, 7].round().long()
+            dx = coords.view(1, 1, -1) - cx  # (k, 1, W)
+            dy = coords.view(1, -1, 1) - cy  # (k, H, 1)
+            u = (torch.where(flip > 0.5, -1.0, 1.0) * dx / s).expand(-1, IMAGE_SIZE, -1)
+            v = (dy / s).expand(-1, -1, IMAGE_SIZE)
             body, detail = SHAPES[name](u, v)
-            phase = torch.remainder(cx * 0.37 + cy * 0.91, 2 * math.pi).view(-1, 1, 1)
-            brightness, highlight = _shade_material(packed["material"][rows, slot], u, v, dy.expand_as(u), phase)
+            phase = torch.remainder(cx * 0.37 + cy * 0.91, 2 * math.pi)
+            brightness, highlight = _shade_material(material, u, v, dy.expand_as(u), phase)
             brightness = brightness * torch.where(detail, _DETAIL_SHADE, 1.0)
-            base = palette[packed["colour"][rows, slot]].view(-1, 3, 1, 1)
             colour = (base * brightness.unsqueeze(1) + highlight.unsqueeze(1)).clamp(0, 1)
             images[rows] = torch.where(body.unsqueeze(1), colour, images[rows])
             masks[rows, slot] = body
