@@ -1,0 +1,35 @@
+"""attnscope: see what concept erasure does inside a text-to-image diffusion model.
+
+The public API in one screen::
+
+    import torch
+    from attnscope import capture, load_pipeline
+
+    pipe = load_pipeline()                       # the built-in toy model
+    with capture(pipe, sink="run.h5") as cap:
+        pipe("a wooden bench and a blue bird", generator=torch.Generator().manual_seed(0))
+    cap.maps(word="wooden")                      # (steps, layers...) per-token attention
+
+Heavy imports (torch, diffusers) happen on first use of a name, so the
+command line starts fast.
+"""
+
+from importlib import import_module
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "AttentionCache": "attnscope.hooks",
+    "capture": "attnscope.hooks",
+    "cross_attention_layers": "attnscope.hooks",
+    "load_pipeline": "attnscope.models",
+    "RunFile": "attnscope.store",
+}
+
+__all__ = sorted(_EXPORTS) + ["__version__"]
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'attnscope' has no attribute {name!r}")

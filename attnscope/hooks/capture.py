@@ -1,0 +1,477 @@
+"""Record per-token cross-attention maps while a pipeline samples.
+
+::
+
+    with capture(pipe, layers="up_blocks.*", sink="run.h5") as cap:
+        pipe(["a wooden bench and a bird"], generator=torch.Generator().manual_seed(0))
+    cap.maps(layer="up_blocks.1.attentions.0.transformer_blocks.0.attn2", word="wooden")
+
+How it works, per pipeline instance (no class is patched):
+
+* every selected cross-attention module gets a :class:`CaptureProcessor` that
+  calls the module's original processor — so the output, and the image, is
+  exactly what it would have been — and then computes the attention
+  probabilities ``softmax(q kᵀ / √d)`` over the text tokens from the same
+  ``q``/``k`` (grabbed by forward hooks on ``to_q``/``to_k``), averages heads
+  and picks tokens on the device, and writes them into a device buffer;
+* hooks on the UNet count sampling steps (one UNet call per entry of the
+  scheduler's timesteps) and, after the last step, start an asynchronous copy
+  of the buffer into pinned host memory; a writer thread appends it to the
+  run file, so the sampling loop never waits on the host;
+* a hook on the text encoder records the prompt's token ids for labels.
+
+Everything is removed on exit, also when the pipeline raises.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from attnscope.hooks.buffers import PinnedPool
+from attnscope.hooks.layers import CrossAttentionLayer, cross_attention_layers, select_layers
+from attnscope.hooks.selection import Selection
+from attnscope.models.identity import pipeline_fingerprint
+from attnscope.store.reader import RunFile
+from attnscope.store.schema import CaptureSchema, RunRecord, layout
+from attnscope.store.writer import RunWriter
+
+
+class CaptureProcessor:
+    """Wraps a cross-attention module's original processor and records its probabilities."""
+
+    def __init__(self, original, layer: CrossAttentionLayer, recorder: "Capture"):
+        self.original = original
+        self.layer = layer
+        self.recorder = recorder
+
+    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, *args, **kwargs):
+        out = self.original(attn, hidden_states, encoder_hidden_states, attention_mask, temb, *args, **kwargs)
+        if self.recorder.recording:
+            self.recorder.record(self.layer, attn)
+        return out
+
+
+@dataclass
+class _Batch:
+    """State of the pipeline call being sampled."""
+
+    n_steps: int
+    slot_of_step: dict[int, int]  # sampler step -> stored step position
+    rows: slice  # rows of the UNet batch whose maps are taken
+    token_index: torch.Tensor  # (rows, tokens_max) positions to gather, on the device
+    cond_width: int  # token slots reserved for the conditional branch
+    uncond_offset: int  # rows of the uncond branch start here in `token_index`
+    buffer: torch.Tensor  # (runs, tokens_max, steps, L) on the device
+    records: list[RunRecord]
+    slots: list[list[int]]  # per run, which token slots of `buffer` hold its tokens
+    latent_hw: tuple[int, int]
+    step: int = 0
+    last_timestep: float = float("inf")
+    grabbed: dict = field(default_factory=dict)
+
+
+class Capture:
+    """The object ``capture(...)`` yields: records while open, reads afterwards.
+
+    Index it by run (``cap[0]``), or read maps directly with :meth:`maps` and
+    :meth:`heatmap` (defaults: the last run). The underlying
+    :class:`~attnscope.store.reader.RunFile` is ``cap.file``.
+    """
+
+    def __init__(
+        self,
+        pipe,
+        selection: Selection,
+        sink: str | os.PathLike | None = None,
+        *,
+        resume: bool = False,
+    ):
+        self.pipe = pipe
+        self.selection = selection
+        self.sink = sink
+        self.layers = select_layers(cross_attention_layers(pipe.unet), selection.layers)
+        self._writer = RunWriter(sink, resume=resume)
+        self._pool = PinnedPool() if pipe.unet.device.type == "cuda" else None
+        self._text_calls: list[torch.Tensor] = []
+        self._labels: list[dict] = []
+        self._batch: _Batch | None = None
+        self._offsets: dict[str, int] = {}
+        self._handles: list = []
+        self._originals: dict[str, object] = {}
+        self._file: RunFile | None = None
+        self.run_ids: list[int] = []
+        self._last_run_ids: list[int] = []
+        self._fingerprint: str | None = None
+
+    # -- context -----------------------------------------------------------
+    def __enter__(self) -> "Capture":
+        try:
+            self._install()
+        except BaseException:
+            self._uninstall()
+            raise
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self._batch = None  # a batch cut short by an error is dropped
+        self._uninstall()
+        self._writer.close()
+
+    def _install(self) -> None:
+        unet = self.pipe.unet
+        for layer in self.layers:
+            module = layer.module
+            self._originals[layer.name] = module.processor
+            module.set_processor(CaptureProcessor(module.processor, layer, self))
+            self._handles.append(module.to_q.register_forward_hook(self._grab("q", layer.name)))
+            self._handles.append(module.to_k.register_forward_hook(self._grab("k", layer.name)))
+        self._handles.append(unet.register_forward_pre_hook(self._before_unet, with_kwargs=True))
+        self._handles.append(unet.register_forward_hook(self._after_unet))
+        self._handles.append(self.pipe.text_encoder.register_forward_pre_hook(self._on_text, with_kwargs=True))
+
+    def _uninstall(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+        by_name = {layer.name: layer for layer in self.layers}
+        for name, original in self._originals.items():
+            by_name[name].module.set_processor(original)
+        self._originals.clear()
+
+    # -- labels the sampler may supply -----------------------------------------
+    def label_next(
+        self,
+        prompts: Sequence[str],
+        seeds: Sequence[int] | None = None,
+        negative_prompts: Sequence[str] | None = None,
+        extra: Sequence[dict] | None = None,
+    ) -> None:
+        """Give the next pipeline call's exact prompts, seeds and metadata, one per run.
+
+        Without labels, prompts are decoded from the token ids and seeds are -1.
+        """
+        n = len(prompts)
+        self._labels = [
+            {
+                "prompt": prompts[i],
+                "seed": -1 if seeds is None else int(seeds[i]),
+                "negative_prompt": None if negative_prompts is None else negative_prompts[i],
+                "extra": {} if extra is None else dict(extra[i]),
+            }
+            for i in range(n)
+        ]
+
+    # -- hooks ---------------------------------------------------------------
+    def _grab(self, which: str, name: str):
+        def hook(module, inputs, output):
+            if self._batch is not None:
+                self._batch.grabbed[which] = output
+
+        return hook
+
+    def _on_text(self, module, args, kwargs):
+        ids = args[0] if args else kwargs.get("input_ids")
+        if ids is not None:
+            self._text_calls.append(ids.detach().to("cpu"))
+
+    @property
+    def recording(self) -> bool:
+        batch = self._batch
+        return batch is not None and batch.step in batch.slot_of_step
+
+    def _before_unet(self, module, args, kwargs):
+        sample = args[0] if args else kwargs["sample"]
+        timestep = args[1] if len(args) > 1 else kwargs.get("timestep")
+        t = float(timestep.reshape(-1)[0]) if torch.is_tensor(timestep) else float(timestep)
+        if self._batch is not None and t > self._batch.last_timestep and self._batch.step > 0:
+            warnings.warn("a sampling loop ended early; its partial attention maps were dropped")
+            self._batch = None
+        if self._batch is None:
+            self._batch = self._begin(sample)
+        self._batch.last_timestep = t
+
+    def _after_unet(self, module, args, output):
+        batch = self._batch
+        if batch is None:
+            return
+        batch.step += 1
+        batch.grabbed.clear()
+        if batch.step == batch.n_steps:
+            self._finish(batch)
+            self._batch = None
+
+    # -- one batch -------------------------------------------------------------
+    def _n_steps(self) -> int:
+        n = getattr(self.pipe, "_num_timesteps", None)
+        return int(n) if n else len(self.pipe.scheduler.timesteps)
+
+    def _cfg(self) -> bool:
+        return bool(getattr(self.pipe, "do_classifier_free_guidance", False))
+
+    def _token_texts(self, ids: torch.Tensor) -> list[list[str]]:
+        return [self.pipe.tokenizer.convert_ids_to_tokens(row.tolist()) for row in ids]
+
+    def _begin(self, sample: torch.Tensor) -> _Batch:
+        cfg = self._cfg()
+        batch_size = sample.shape[0]
+        n_runs = batch_size // 2 if cfg else batch_size
+        if not self._text_calls:
+            raise RuntimeError(
+                "capture saw the UNet run without a text-encoder call: pass prompts (not prompt_embeds) "
+                "so tokens can be labelled"
+            )
+        prompt_ids = self._text_calls[0]
+        negative_ids = self._text_calls[1] if cfg and len(self._text_calls) > 1 else None
+        self._text_calls.clear()
+        per_prompt = max(1, n_runs // prompt_ids.shape[0])
+        prompt_ids = prompt_ids.repeat_interleave(per_prompt, dim=0)[:n_runs]
+        if negative_ids is None:
+            empty = self.pipe.tokenizer([""] * n_runs, padding="max_length", truncation=True,
+                                        max_length=prompt_ids.shape[1], return_tensors="pt")
+            negative_ids = empty.input_ids
+        else:
+            negative_ids = negative_ids.repeat_interleave(per_prompt, dim=0)[:n_runs]
+
+        eos = getattr(self.pipe.tokenizer, "eos_token_id", None)
+        cond_texts, uncond_texts = self._token_texts(prompt_ids), self._token_texts(negative_ids)
+        cond = [self.selection.resolve_tokens(i.tolist(), t, eos) for i, t in zip(prompt_ids, cond_texts)]
+        both = self.selection.branch == "both"
+        uncond = (
+            [self.selection.resolve_tokens(i.tolist(), t, eos) for i, t in zip(negative_ids, uncond_texts)]
+            if both else [[] for _ in range(n_runs)]
+        )
+        cond_width = max(len(c) for c in cond)
+        uncond_width = max((len(u) for u in uncond), default=0)
+        records = self._records(n_runs, cond, uncond, prompt_ids, negative_ids)
+
+        # rows of the UNet batch to read ([uncond, cond] under CFG) and, per row, token positions
+        device = sample.device
+        if cfg and both:
+            rows, positions = slice(0, batch_size), [[p for p, _, _ in u] for u in uncond] + [[p for p, _, _ in c] for c in cond]
+        elif cfg:
+            rows, positions = slice(n_runs, batch_size), [[p for p, _, _ in c] for c in cond]
+        else:
+            rows, positions = slice(0, batch_size), [[p for p, _, _ in c] for c in cond]
+        width = max(cond_width, uncond_width)
+        padded = [p + [0] * (width - len(p)) for p in positions]
+        token_index = torch.tensor(padded, dtype=torch.long).to(device, non_blocking=True)
+
+        n_steps = self._n_steps()
+        steps = self.selection.resolve_steps(n_steps)
+        latent_hw = (sample.shape[-2], sample.shape[-1])
+        schema = self._schema(latent_hw, steps)
+        self._writer.open(schema)
+        self._offsets = {spec.name: spec.offset for spec in schema.layers}
+        buffer = torch.zeros(
+            (n_runs, cond_width + uncond_width, len(steps), schema.width_l), dtype=self.selection.dtype, device=device
+        )
+        slots = [
+            list(range(len(c))) + list(range(cond_width, cond_width + len(u))) for c, u in zip(cond, uncond)
+        ]
+        return _Batch(
+            n_steps=n_steps,
+            slot_of_step={s: i for i, s in enumerate(steps)},
+            rows=rows,
+            token_index=token_index,
+            cond_width=cond_width,
+            uncond_offset=n_runs if (cfg and both) else 0,
+            buffer=buffer,
+            records=records,
+            slots=slots,
+            latent_hw=latent_hw,
+        )
+
+    def _records(self, n_runs, cond, uncond, prompt_ids, negative_ids) -> list[RunRecord]:
+        labels = self._labels if len(self._labels) == n_runs else []
+        self._labels = []
+        decode = lambda ids: self.pipe.tokenizer.decode(ids, skip_special_tokens=True).strip()  # noqa: E731
+        guidance = float(getattr(self.pipe, "guidance_scale", getattr(self.pipe, "_guidance_scale", 1.0)))
+        records = []
+        for run in range(n_runs):
+            label = labels[run] if labels else {}
+            negative = label.get("negative_prompt")
+            records.append(
+                RunRecord(
+                    prompt=label.get("prompt") or decode(prompt_ids[run]),
+                    negative_prompt=negative if negative is not None else decode(negative_ids[run]),
+                    seed=label.get("seed", -1),
+                    guidance_scale=guidance,
+                    tokens=cond[run] + uncond[run],
+                    n_uncond_tokens=len(uncond[run]),
+                    extra=label.get("extra", {}),
+                )
+            )
+        return records
+
+    def _schema(self, latent_hw: tuple[int, int], steps: list[int]) -> CaptureSchema:
+        heads = self.selection.heads == "all"
+        specs = layout([
+            (layer.name, layer.place, *layer.resolution(latent_hw), layer.module.heads if heads else 1)
+            for layer in self.layers
+        ])
+        scale = int(getattr(self.pipe, "vae_scale_factor", 1))
+        scheduler = self.pipe.scheduler
+        if self._fingerprint is None:
+            self._fingerprint = pipeline_fingerprint(self.pipe)
+        edits = getattr(self.pipe, "attnscope_edits", None) or []
+        return CaptureSchema(
+            height=latent_hw[0] * scale,
+            width=latent_hw[1] * scale,
+            latent_height=latent_hw[0],
+            latent_width=latent_hw[1],
+            layers=tuple(specs),
+            steps=tuple(steps),
+            timesteps=tuple(float(t) for t in scheduler.timesteps),
+            heads=self.selection.heads,
+            branch=self.selection.branch,
+            dtype=str(self.selection.dtype).removeprefix("torch."),
+            model={
+                "id": str(getattr(self.pipe, "attnscope_model_id", None) or getattr(self.pipe, "name_or_path", "") or ""),
+                "fingerprint": self._fingerprint,
+                "class": type(self.pipe).__name__,
+            },
+            edit={"edits": [dict(edit.meta) for edit in edits]} if edits else None,
+            sampler={"scheduler": type(scheduler).__name__, "config": dict(scheduler.config)},
+        )
+
+    def record(self, layer: CrossAttentionLayer, attn) -> None:
+        """Attention probabilities of ``layer`` at the current step into the buffer."""
+        batch = self._batch
+        query, key = batch.grabbed.pop("q"), batch.grabbed.pop("k")
+        query, key = query[batch.rows], key[batch.rows]
+        n, heads = query.shape[1], attn.heads
+        h, w = layer.resolution(batch.latent_hw)
+        if h * w != n:
+            raise RuntimeError(f"{layer.name}: expected {h}x{w} queries for latent {batch.latent_hw}, got {n}")
+        query = query.unflatten(-1, (heads, -1)).transpose(1, 2)  # (rows, heads, n, d)
+        key = key.unflatten(-1, (heads, -1)).transpose(1, 2)  # (rows, heads, tokens, d)
+        if attn.upcast_attention:
+            query, key = query.float(), key.float()
+        scores = torch.matmul(query, key.transpose(-1, -2)) * attn.scale
+        probs = scores.float().softmax(dim=-1)  # (rows, heads, n, tokens)
+        if self.selection.heads == "mean":
+            probs = probs.mean(dim=1, keepdim=True)
+        index = batch.token_index[:, None, None, :].expand(-1, probs.shape[1], n, -1)
+        picked = probs.gather(-1, index).permute(0, 3, 1, 2).flatten(2)  # (rows, tokens, heads*n)
+        slot, start = batch.slot_of_step[batch.step], self._offsets[layer.name]
+        target = batch.buffer[:, :, slot, start : start + picked.shape[-1]]
+        if batch.uncond_offset:  # rows are [uncond, cond]; cond slots come first in the buffer
+            cond = picked[batch.uncond_offset :, : batch.cond_width]
+            target[:, : batch.cond_width].copy_(cond)
+            target[:, batch.cond_width :].copy_(picked[: batch.uncond_offset, : target.shape[1] - batch.cond_width])
+        else:
+            target.copy_(picked[:, : target.shape[1]])
+
+    def _finish(self, batch: _Batch) -> None:
+        run_ids = self._writer.reserve(len(batch.records))
+        buffer = batch.buffer
+        if self._pool is not None:
+            host, release = self._pool.take(tuple(buffer.shape), buffer.dtype)
+            host.copy_(buffer, non_blocking=True)
+            ready = torch.cuda.Event()
+            ready.record()
+        else:
+            host, release, ready = buffer, (lambda: None), None
+        self._writer.submit(host, ready, batch.records, run_ids, release, slots=batch.slots)
+        self.run_ids += run_ids
+        self._last_run_ids = run_ids
+
+    # -- after sampling --------------------------------------------------------
+    def add_images(self, images) -> None:
+        """Store the last pipeline call's images: PIL images or ``(runs, H, W, 3)`` arrays."""
+        if not self._last_run_ids:
+            raise RuntimeError("no captured runs to attach images to")
+        array = np.stack([np.asarray(image) for image in images])
+        if array.dtype != np.uint8:
+            array = (np.clip(array, 0, 1) * 255).round().astype(np.uint8)
+        if len(array) != len(self._last_run_ids):
+            raise ValueError(f"{len(array)} images for {len(self._last_run_ids)} runs of the last call")
+        self._writer.submit_images(array, self._last_run_ids)
+
+    @property
+    def file(self) -> RunFile:
+        """The captured runs as a :class:`RunFile` (waits for pending writes)."""
+        if self._writer.file is not None and self._writer.file.id.valid:
+            self._writer.flush()
+            return RunFile(self._writer.file)
+        if self.sink is None:
+            raise RuntimeError("nothing was captured")
+        if self._file is None:
+            self._file = RunFile(self.sink)
+        return self._file
+
+    def __len__(self) -> int:
+        return len(self.run_ids)
+
+    def _run(self, run: int | None) -> int:
+        if not self.run_ids:
+            raise RuntimeError("nothing was captured: call the pipeline inside the `with capture(...)` block")
+        return self.run_ids[-1] if run is None else self.run_ids[run]
+
+    def maps(self, layer: str, *, run: int | None = None, **selection) -> np.ndarray:
+        """:meth:`RunFile.maps` for one captured run (default: the last)."""
+        return self.file.maps(self._run(run), layer, **selection)
+
+    def heatmap(self, *, run: int | None = None, **selection) -> np.ndarray:
+        """:meth:`RunFile.heatmap` for one captured run (default: the last)."""
+        return self.file.heatmap(self._run(run), **selection)
+
+    def __getitem__(self, run: int) -> "RunView":
+        return RunView(self.file, self._run(run))
+
+
+@dataclass(frozen=True)
+class RunView:
+    """One captured run: ``view.maps(layer, word=...)``, ``view.image``, ``view.words``."""
+
+    file: RunFile
+    run: int
+
+    def maps(self, layer: str, **selection) -> np.ndarray:
+        return self.file.maps(self.run, layer, **selection)
+
+    def heatmap(self, **selection) -> np.ndarray:
+        return self.file.heatmap(self.run, **selection)
+
+    @property
+    def words(self) -> list[str]:
+        return self.file.words(self.run)
+
+    @property
+    def record(self) -> RunRecord:
+        return self.file.record(self.run)
+
+    @property
+    def image(self) -> np.ndarray:
+        return self.file.image(self.run)
+
+
+AttentionCache = Capture
+
+
+def capture(
+    pipe,
+    *,
+    layers: str | Sequence[str] = "all",
+    steps=None,
+    tokens="prompt",
+    heads: str = "mean",
+    branch: str = "cond",
+    dtype: torch.dtype = torch.float16,
+    sink: str | os.PathLike | None = None,
+    resume: bool = False,
+) -> Capture:
+    """Capture cross-attention maps of ``pipe`` inside a ``with`` block.
+
+    See :class:`~attnscope.hooks.selection.Selection` for the selection
+    arguments. ``sink`` is the run file to write (``None``: in memory);
+    ``resume=True`` appends to an existing file with the same settings.
+    """
+    selection = Selection(layers=layers, steps=steps, tokens=tokens, heads=heads, branch=branch, dtype=dtype)
+    return Capture(pipe, selection, sink, resume=resume)

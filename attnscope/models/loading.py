@@ -1,0 +1,119 @@
+"""Resolve a ``--model`` string to a ready pipeline.
+
+``model`` may be:
+
+* ``None`` or ``"toy"`` — the built-in toy-world model shipped in the package;
+* ``"tiny-sd"``, ``"tiny-sd2"``, ``"tiny-sdxl"`` — tiny random pipelines with
+  the real architectures (tests, benchmarks, smoke runs);
+* a local diffusers folder (has ``model_index.json``);
+* a hub id such as ``"CompVis/stable-diffusion-v1-4"``, read from the local
+  Hugging Face cache only. attnscope never downloads.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+TOY = "toy"
+TINY_BUILDERS = ("tiny-sd", "tiny-sd2", "tiny-sdxl")
+
+
+class ModelNotFoundError(FileNotFoundError):
+    """The model is neither a local folder nor in the offline hub cache."""
+
+
+def resolve_device(device: str | torch.device | None = None) -> torch.device:
+    """``None``/"auto" → CUDA when available, else CPU."""
+    if device is None or device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def _tiny_builder(name: str) -> Callable:
+    from attnscope.models import tiny
+
+    return {
+        "tiny-sd": tiny.tiny_sd_pipeline,
+        "tiny-sd2": tiny.tiny_sd2_pipeline,
+        "tiny-sdxl": tiny.tiny_sdxl_pipeline,
+    }[name]
+
+
+def _is_toy_folder(folder: Path) -> bool:
+    index = json.loads((folder / "model_index.json").read_text())
+    return index.get("_class_name") == "ToyWorldPipeline"
+
+
+def _from_folder(folder: Path, dtype: torch.dtype | None):
+    from diffusers import DiffusionPipeline
+
+    kwargs = {"torch_dtype": dtype} if dtype is not None else {}
+    if _is_toy_folder(folder):
+        from attnscope.models.toy import ToyWorldPipeline
+
+        return ToyWorldPipeline.from_pretrained(folder, **kwargs)
+    index = json.loads((folder / "model_index.json").read_text())
+    if "safety_checker" in index:
+        kwargs.update(safety_checker=None, requires_safety_checker=False)
+    return DiffusionPipeline.from_pretrained(folder, local_files_only=True, **kwargs)
+
+
+def _from_hub_cache(model_id: str, dtype: torch.dtype | None):
+    from diffusers import DiffusionPipeline
+    from huggingface_hub import constants
+
+    kwargs = {"torch_dtype": dtype} if dtype is not None else {}
+    try:
+        return DiffusionPipeline.from_pretrained(
+            model_id, local_files_only=True, safety_checker=None, requires_safety_checker=False, **kwargs
+        )
+    except (OSError, ValueError) as error:
+        raise ModelNotFoundError(
+            f"model {model_id!r} is not a local diffusers folder (no model_index.json at "
+            f"{Path(model_id).resolve()}) and is not in the Hugging Face cache "
+            f"({constants.HF_HUB_CACHE}). attnscope works offline and never downloads: "
+            f"pass the path of a folder that holds the weights, or fill the cache on a machine "
+            f"with network access. ({error.__class__.__name__}: {error})"
+        ) from error
+
+
+def load_pipeline(
+    model: str | os.PathLike | None = None,
+    *,
+    device: str | torch.device | None = None,
+    dtype: torch.dtype | None = None,
+    progress_bar: bool = False,
+):
+    """Load ``model`` (see module docstring) onto ``device`` in ``dtype``.
+
+    The returned object is a diffusers pipeline (the toy model's is a
+    ``DiffusionPipeline`` subclass), so ``pipe(prompt, ...)`` samples and
+    ``pipe.unet`` holds the cross-attention layers.
+    """
+    name = TOY if model is None else str(model)
+    if name == TOY:
+        from attnscope.models.toy import default_model_path
+
+        folder = default_model_path()
+        if not (folder / "model_index.json").exists():
+            raise ModelNotFoundError(f"the built-in toy model is missing from {folder}: reinstall attnscope")
+        pipe = _from_folder(folder, dtype)
+    elif name in TINY_BUILDERS:
+        pipe = _tiny_builder(name)()
+        if dtype is not None:
+            pipe.to(dtype=dtype)
+    elif Path(name).is_dir():
+        if not (Path(name) / "model_index.json").exists():
+            raise ModelNotFoundError(f"{Path(name).resolve()} is a folder but has no model_index.json")
+        pipe = _from_folder(Path(name), dtype)
+    else:
+        pipe = _from_hub_cache(name, dtype)
+    pipe.to(resolve_device(device))
+    pipe.set_progress_bar_config(disable=not progress_bar)
+    pipe.attnscope_model_id = name
+    return pipe

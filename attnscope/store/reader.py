@@ -1,0 +1,297 @@
+"""Read run files: metadata, token labels, maps and images as numpy arrays.
+
+::
+
+    with RunFile("run.h5") as runs:
+        runs.summary()
+        maps = runs.maps(0, layer="up_blocks.1.attentions.0.transformer_blocks.0.attn2", word="wooden")
+        maps.shape                       # (steps, heads, h, w)
+        runs.heatmap(0, word="wooden")   # (H, W), every layer and step
+
+A file left by a killed writer opens too (in HDF5's SWMR-read mode); its
+``complete`` array says which runs were fully written.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import h5py
+import numpy as np
+
+from attnscope.store.aggregate import global_heatmap
+from attnscope.store.schema import FORMAT_NAME, CaptureSchema, LayerSpec, RunRecord
+from attnscope.store.tokens import clean
+
+
+@dataclass(frozen=True)
+class Token:
+    """A stored token row: its position in the prompt, text and word index (-1: special)."""
+
+    position: int
+    text: str
+    word: int
+
+
+def _open(path: Path) -> h5py.File:
+    if not path.exists():
+        raise FileNotFoundError(f"no run file at {path}")
+    try:
+        return h5py.File(path, "r")
+    except OSError as error:
+        if "already open for write" not in str(error):
+            raise
+        return h5py.File(path, "r", swmr=True)  # a live or killed writer's file
+
+
+class RunFile:
+    """A run file opened for reading (from a path or an open ``h5py.File``)."""
+
+    def __init__(self, source: str | os.PathLike | h5py.File):
+        self._owns = not isinstance(source, h5py.File)
+        self.file = _open(Path(source)) if self._owns else source
+        if self.file.attrs.get("format") != FORMAT_NAME:
+            raise ValueError(f"{getattr(self.file, 'filename', source)} is not an attnscope run file")
+        self.schema = CaptureSchema.from_json(self.file.attrs["schema"])
+        self._token_cache: dict[int, list[Token]] = {}
+
+    # -- file-level ---------------------------------------------------------
+    def __enter__(self) -> "RunFile":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._owns:
+            self.file.close()
+
+    @property
+    def layers(self) -> list[LayerSpec]:
+        return list(self.schema.layers)
+
+    @property
+    def steps(self) -> np.ndarray:
+        """Stored step indices (0 = first, noisiest), shape ``(S,)``."""
+        return np.asarray(self.schema.steps)
+
+    @property
+    def versions(self) -> dict[str, str]:
+        return json.loads(self.file.attrs["versions"])
+
+    def __len__(self) -> int:
+        return int(self.file["runs/complete"].shape[0])
+
+    @property
+    def complete(self) -> np.ndarray:
+        """``(runs,)`` bool: the run's maps and labels were fully written."""
+        return self.file["runs/complete"][:]
+
+    @property
+    def has_image(self) -> np.ndarray:
+        return self.file["runs/has_image"][:]
+
+    def column(self, name: str) -> np.ndarray:
+        """One field of the run table for all runs (e.g. ``"seed"``, ``"prompt"``)."""
+        values = self.file["runs"][name][:]
+        return values.astype(str) if values.dtype == object else values
+
+    def select_layers(self, pattern: str | Sequence[str] | None = None) -> list[LayerSpec]:
+        """Layers whose name matches a glob (or any of several); ``None`` = all."""
+        if pattern is None:
+            return self.layers
+        patterns = [pattern] if isinstance(pattern, str) else list(pattern)
+        chosen = [layer for layer in self.layers if any(fnmatch.fnmatchcase(layer.name, p) for p in patterns)]
+        if not chosen:
+            names = ", ".join(layer.name for layer in self.layers)
+            raise KeyError(f"no layer matches {patterns}; stored layers: {names}")
+        return chosen
+
+    # -- one run -----------------------------------------------------------
+    def _check_run(self, run: int) -> int:
+        if not 0 <= run < len(self):
+            raise IndexError(f"run {run} out of range: the file has {len(self)} runs")
+        return int(run)
+
+    def rows(self, run: int) -> slice:
+        """The run's rows of the ``maps`` dataset (all branches)."""
+        run = self._check_run(run)
+        runs = self.file["runs"]
+        start = int(runs["row_start"][run])
+        return slice(start, start + int(runs["n_tokens"][run]) + int(runs["n_uncond_tokens"][run]))
+
+    def record(self, run: int) -> RunRecord:
+        run = self._check_run(run)
+        runs = self.file["runs"]
+        tokens = [(t.position, t.text, t.word) for t in self.tokens(run, branch="all")]
+        return RunRecord(
+            prompt=runs["prompt"].asstr()[run],
+            negative_prompt=runs["negative_prompt"].asstr()[run],
+            seed=int(runs["seed"][run]),
+            guidance_scale=float(runs["guidance_scale"][run]),
+            tokens=tokens,
+            n_uncond_tokens=int(runs["n_uncond_tokens"][run]),
+            extra=json.loads(runs["extra"].asstr()[run]),
+        )
+
+    def tokens(self, run: int, branch: str = "cond") -> list[Token]:
+        """Stored token rows of a run: ``branch`` is "cond", "uncond" or "all"."""
+        run = self._check_run(run)
+        if run not in self._token_cache:
+            rows = self.rows(run)
+            group = self.file["tokens"]
+            self._token_cache[run] = [
+                Token(int(p), str(t), int(w))
+                for p, t, w in zip(group["position"][rows], group["text"].asstr()[rows], group["word"][rows])
+            ]
+        everything = self._token_cache[run]
+        n_cond = int(self.file["runs/n_tokens"][run])
+        return {"cond": everything[:n_cond], "uncond": everything[n_cond:], "all": everything}[branch]
+
+    def words(self, run: int) -> list[str]:
+        """The prompt's words as the tokenizer split them (index = ``Token.word``)."""
+        words: dict[int, str] = {}
+        for token in self.tokens(run):
+            if token.word >= 0:
+                words[token.word] = words.get(token.word, "") + clean(token.text)
+        return [words[i] for i in sorted(words)]
+
+    def token_rows(self, run: int, token: int | str | None = None, word: str | None = None, branch: str = "cond") -> list[int]:
+        """Row offsets (within the run's block) of the selected tokens.
+
+        ``token``: a prompt position (int) or a token's text; ``word``: every
+        token of that word (sub-word pieces of ``"wooden"``); neither: all rows
+        of the branch.
+        """
+        tokens = self.tokens(run, branch="all")
+        n_cond = int(self.file["runs/n_tokens"][run])
+        candidates = range(n_cond) if branch == "cond" else range(n_cond, len(tokens))
+        if word is not None:
+            words = self.words(run)
+            if word not in words:
+                raise KeyError(f"word {word!r} is not in run {run}'s prompt {words}")
+            index = words.index(word)
+            return [i for i in candidates if tokens[i].word == index]
+        if token is None:
+            return list(candidates)
+        if isinstance(token, str):
+            found = [i for i in candidates if clean(tokens[i].text) == token or tokens[i].text == token]
+        else:
+            found = [i for i in candidates if tokens[i].position == token]
+        if not found:
+            raise KeyError(f"token {token!r} was not captured for run {run}: {[t.text for t in tokens]}")
+        return found
+
+    def _step_positions(self, step: int | Sequence[int] | None) -> list[int] | slice:
+        if step is None:
+            return slice(None)
+        wanted = [step] if isinstance(step, (int, np.integer)) else list(step)
+        stored = list(self.schema.steps)
+        missing = [s for s in wanted if s not in stored]
+        if missing:
+            raise KeyError(f"steps {missing} were not captured; stored steps: {stored}")
+        return [stored.index(s) for s in wanted]
+
+    def maps(
+        self,
+        run: int,
+        layer: str,
+        *,
+        token: int | str | None = None,
+        word: str | None = None,
+        step: int | Sequence[int] | None = None,
+        branch: str = "cond",
+    ) -> np.ndarray:
+        """Attention maps of one layer for one run.
+
+        Returns ``(steps, tokens, heads, h, w)``; with ``token`` or ``word`` the
+        token axis is summed away (sub-word pieces of a word add up, as in
+        DAAM) → ``(steps, heads, h, w)``. ``heads`` is 1 when heads were
+        averaged at capture time. An int ``step`` keeps the steps axis (length 1).
+        """
+        (spec,) = self._one(layer)
+        block = self.rows(run)
+        rows = np.asarray(self.token_rows(run, token, word, branch)) + block.start
+        data = self.file["maps"][rows.min() : rows.max() + 1, :, spec.offset : spec.offset + spec.size]
+        data = data[rows - rows.min()][:, self._step_positions(step)]
+        data = data.reshape(data.shape[:2] + (spec.heads, spec.height, spec.width)).swapaxes(0, 1)
+        if token is not None or word is not None:
+            return data.astype(np.float32).sum(axis=1)
+        return data
+
+    def _one(self, pattern: str) -> list[LayerSpec]:
+        chosen = self.select_layers(pattern)
+        if len(chosen) != 1:
+            raise KeyError(f"{pattern!r} matches {len(chosen)} layers; use heatmap() to aggregate several")
+        return chosen
+
+    def heatmap(
+        self,
+        run: int,
+        *,
+        word: str | None = None,
+        token: int | str | None = None,
+        layers: str | Sequence[str] | None = None,
+        step: int | Sequence[int] | None = None,
+        size: tuple[int, int] | None = None,
+    ) -> np.ndarray:
+        """DAAM-style global heat map ``(H, W)``: every chosen layer upsampled to
+        ``size`` (default: the image size), summed over heads, layers and steps,
+        and scaled to [0, 1]."""
+        if word is None and token is None:
+            raise ValueError("heatmap needs a word or a token")
+        size = size or (self.schema.height, self.schema.width)
+        per_layer = {
+            spec.name: self.maps(run, spec.name, word=word, token=token, step=step)
+            for spec in self.select_layers(layers)
+        }
+        return global_heatmap(per_layer, size)
+
+    def image(self, run: int) -> np.ndarray:
+        """The run's image, ``(H, W, 3)`` uint8."""
+        run = self._check_run(run)
+        if run >= self.file["images"].shape[0] or not self.file["runs/has_image"][run]:
+            raise KeyError(f"run {run} has no stored image")
+        return self.file["images"][run]
+
+    def find(self, **extra) -> list[int]:
+        """Runs whose ``extra`` metadata (or prompt/seed) match all given values."""
+        prompts, seeds = self.column("prompt"), self.column("seed")
+        extras = [json.loads(e) for e in self.column("extra")]
+        found = []
+        for run, (prompt, seed, meta) in enumerate(zip(prompts, seeds, extras)):
+            fields = {"prompt": prompt, "seed": int(seed), **meta}
+            if all(fields.get(key) == value for key, value in extra.items()):
+                found.append(run)
+        return found
+
+    def summary(self) -> str:
+        """A few lines describing the file (what ``attnscope inspect`` prints)."""
+        schema = self.schema
+        complete = self.complete
+        lines = [
+            f"runs: {len(self)} ({int(complete.sum())} complete, {int(self.has_image.sum())} with images)",
+            f"model: {schema.model.get('id', '?')} (fingerprint {schema.model.get('fingerprint', '?')[:12]})",
+            f"edit: {json.dumps(schema.edit.get('method')) + ' ' + str(schema.edit.get('concepts')) if schema.edit else 'none'}",
+            f"image: {schema.height}x{schema.width}; steps stored: {len(schema.steps)} of {len(schema.timesteps)}; "
+            f"heads: {schema.heads}; branch: {schema.branch}; dtype: {schema.dtype}",
+            f"layers ({len(schema.layers)}):",
+        ]
+        lines += [f"  {l.name:<60} {l.place:<4} {l.height}x{l.width} heads={l.heads}" for l in schema.layers]
+        shown = min(len(self), 5)
+        if shown:
+            lines.append("first runs:")
+        for run in range(shown):
+            words = " ".join(self.words(run))
+            lines.append(f"  [{run}] seed={self.column('seed')[run]} complete={bool(complete[run])} words: {words}")
+        return "\n".join(lines)
+
+
+def open_runs(paths: Iterable[str | os.PathLike]) -> list[RunFile]:
+    """Open several run files (e.g. the shards of a benchmark)."""
+    return [RunFile(path) for path in paths]

@@ -1,0 +1,327 @@
+"""Append runs to a run file from a background thread.
+
+The capture hooks hand over one *batch* at a time: a host tensor of shape
+``(runs, tokens_max, steps, L)`` (possibly still being filled by an
+asynchronous device-to-host copy, signalled by a CUDA event) plus one
+:class:`RunRecord` per run. A single writer thread waits for the copy, appends
+the rows, flushes, and only then marks the runs complete, so a file from a
+killed process opens and tells which runs are whole.
+
+Files on disk are written in HDF5's single-writer/multiple-reader (SWMR) mode:
+HDF5 then keeps the file consistent at every flush, which is what makes a
+killed writer's file readable (``RunFile`` opens such a file in SWMR-read
+mode). Without ``path`` the file lives in memory (for notebooks and tests).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import queue
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import h5py
+import numpy as np
+import torch
+
+from attnscope.store.schema import FORMAT_NAME, FORMAT_VERSION, CaptureSchema, RunRecord
+
+_STR = h5py.string_dtype()
+_RUN_FIELDS = {  # name -> dtype of the 1-D datasets under /runs
+    "prompt": _STR,
+    "negative_prompt": _STR,
+    "seed": np.int64,
+    "guidance_scale": np.float32,
+    "row_start": np.int64,
+    "n_tokens": np.int32,
+    "n_uncond_tokens": np.int32,
+    "extra": _STR,
+    "complete": bool,
+    "has_image": bool,
+}
+_TOKEN_FIELDS = {"text": _STR, "position": np.int32, "word": np.int32, "branch": np.int8}
+
+
+class RunFileError(RuntimeError):
+    """A run file cannot be opened or appended to as asked."""
+
+
+def _versions() -> dict[str, str]:
+    import diffusers
+
+    import attnscope
+
+    return {
+        "attnscope": attnscope.__version__,
+        "diffusers": diffusers.__version__,
+        "torch": torch.__version__,
+        "h5py": h5py.__version__,
+    }
+
+
+def create_layout(file: h5py.File, schema: CaptureSchema) -> None:
+    """Create every group and dataset of an empty run file (SWMR forbids later creation)."""
+    file.attrs["format"] = FORMAT_NAME
+    file.attrs["format_version"] = FORMAT_VERSION
+    file.attrs["schema"] = schema.to_json()
+    file.attrs["versions"] = json.dumps(_versions())
+    file.attrs["created"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    runs = file.create_group("runs")
+    for name, dtype in _RUN_FIELDS.items():
+        runs.create_dataset(name, (0,), maxshape=(None,), dtype=dtype, chunks=(1024,))
+    tokens = file.create_group("tokens")
+    for name, dtype in _TOKEN_FIELDS.items():
+        tokens.create_dataset(name, (0,), maxshape=(None,), dtype=dtype, chunks=(4096,))
+    steps, width = len(schema.steps), schema.width_l
+    file.create_dataset(
+        "maps", (0, steps, width), maxshape=(None, steps, width), dtype=schema.dtype,
+        chunks=(1, steps, width),
+    )
+    file.create_dataset(
+        "images", (0, schema.height, schema.width, 3), maxshape=(None, schema.height, schema.width, 3),
+        dtype=np.uint8, chunks=(1, schema.height, schema.width, 3),
+    )
+
+
+def _append(dataset: h5py.Dataset, values) -> int:
+    """Append ``values`` along axis 0; returns the start index."""
+    start = dataset.shape[0]
+    values = np.asarray(values, dtype=dataset.dtype) if dataset.dtype != _STR else list(values)
+    dataset.resize((start + len(values),) + dataset.shape[1:])
+    dataset[start:] = values
+    return start
+
+
+@dataclass
+class _Batch:
+    maps: torch.Tensor  # (runs, tokens_max, steps, L) on the host
+    ready: torch.cuda.Event | None  # set when the device-to-host copy finished
+    records: list[RunRecord]
+    run_ids: list[int]
+    release: Callable[[], None]  # hands the host buffer back to its pool
+    slots: list[list[int]] | None  # per run, the token slots of `maps` it owns (None: the first n)
+
+
+@dataclass
+class _Images:
+    images: np.ndarray  # (runs, H, W, 3) uint8
+    run_ids: list[int]
+
+
+def recover(path: str | os.PathLike) -> int:
+    """Rewrite a file left by a killed writer so it can be appended to again.
+
+    HDF5 marks a file open for writing until it is closed; a killed process
+    leaves the mark. Complete runs are copied to a fresh file that replaces the
+    old one; incomplete runs are dropped. Returns the number of runs kept.
+    """
+    from attnscope.store.reader import RunFile
+
+    path = Path(path)
+    temporary = path.with_name(path.name + ".recovering")
+    with RunFile(path) as old, h5py.File(temporary, "w", libver="latest") as new:
+        create_layout(new, old.schema)
+        keep = np.flatnonzero(old.complete)
+        for run in keep:
+            record = old.record(int(run))
+            rows = old.rows(int(run))
+            start = _append(new["maps"], old.file["maps"][rows])
+            _write_run_entries(new, record, start, complete=True)
+            if old.has_image[run]:
+                _append(new["images"], old.file["images"][int(run)][None])
+                new["runs/has_image"][-1] = True
+            else:
+                _append(new["images"], np.zeros((1,) + new["images"].shape[1:], np.uint8))
+    os.replace(temporary, path)
+    return len(keep)
+
+
+def _write_run_entries(file: h5py.File, record: RunRecord, row_start: int, complete: bool) -> None:
+    runs, tokens = file["runs"], file["tokens"]
+    values = {
+        "prompt": [record.prompt],
+        "negative_prompt": [record.negative_prompt],
+        "seed": [record.seed],
+        "guidance_scale": [record.guidance_scale],
+        "row_start": [row_start],
+        "n_tokens": [record.n_tokens],
+        "n_uncond_tokens": [record.n_uncond_tokens],
+        "extra": [json.dumps(record.extra, sort_keys=True)],
+        "complete": [complete],
+        "has_image": [False],
+    }
+    for name, value in values.items():
+        _append(runs[name], value)
+    branch = [1] * record.n_tokens + [0] * record.n_uncond_tokens
+    _append(tokens["position"], [p for p, _, _ in record.tokens])
+    _append(tokens["text"], [t for _, t, _ in record.tokens])
+    _append(tokens["word"], [w for _, _, w in record.tokens])
+    _append(tokens["branch"], branch)
+
+
+class RunWriter:
+    """Owns one run file and the thread that appends to it.
+
+    ``path=None`` keeps the file in memory. ``resume=True`` appends to an
+    existing file (recovering it first if its writer was killed); its schema
+    must match. Use as a context manager or call :meth:`close`.
+    """
+
+    def __init__(self, path: str | os.PathLike | None, *, resume: bool = False, max_pending: int = 2):
+        self.path = None if path is None else Path(path)
+        self._resume = resume
+        self._queue: queue.Queue = queue.Queue(maxsize=max_pending)
+        self._error: BaseException | None = None
+        self._lock = threading.Lock()
+        self.file: h5py.File | None = None
+        self.schema: CaptureSchema | None = None
+        self._n_runs = 0
+        self._thread = threading.Thread(target=self._work, name="attnscope-run-writer", daemon=True)
+        self._thread.start()
+
+    # -- opening -----------------------------------------------------------
+    def open(self, schema: CaptureSchema) -> None:
+        """Create (or reopen for appending) the file for ``schema``; idempotent."""
+        if self.file is not None:
+            if diff := self.schema.compatible_with(schema):
+                raise RunFileError(f"runs with a different capture schema ({', '.join(diff)}) need another file")
+            return
+        if self.path is None:
+            self.file = h5py.File(io.BytesIO(), "w")
+            create_layout(self.file, schema)
+        elif self._resume and self.path.exists():
+            self.file = self._reopen(schema)
+        else:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.file = h5py.File(self.path, "w", libver="latest")
+            create_layout(self.file, schema)
+            self.file.swmr_mode = True
+        self.schema = schema
+        self._n_runs = self.file["runs/complete"].shape[0]
+
+    def _reopen(self, schema: CaptureSchema) -> h5py.File:
+        try:
+            file = h5py.File(self.path, "r+", libver="latest")
+        except OSError:
+            recover(self.path)
+            file = h5py.File(self.path, "r+", libver="latest")
+        existing = CaptureSchema.from_json(file.attrs["schema"])
+        if diff := existing.compatible_with(schema):
+            file.close()
+            raise RunFileError(
+                f"cannot resume {self.path}: its capture schema differs in {', '.join(diff)}; "
+                "write to a new file or capture with the same settings"
+            )
+        file.swmr_mode = True
+        return file
+
+    def reserve(self, n: int) -> list[int]:
+        """Run ids for the next ``n`` runs (ids are row numbers of /runs)."""
+        with self._lock:
+            ids = list(range(self._n_runs, self._n_runs + n))
+            self._n_runs += n
+        return ids
+
+    # -- feeding -----------------------------------------------------------
+    def submit(self, maps, ready, records, run_ids, release=lambda: None, slots=None) -> None:
+        """Queue a batch: ``maps`` ``(runs, tokens_max, steps, L)``, ``ready`` a CUDA event
+        (or None), one record and run id per run; ``slots[i]`` lists the token
+        slots run ``i`` owns (default: its first ``len(record.tokens)``).
+        Blocks when ``max_pending`` batches wait (backpressure)."""
+        self._raise_if_failed()
+        self._queue.put(_Batch(maps, ready, records, run_ids, release, slots))
+
+    def submit_images(self, images: np.ndarray, run_ids: list[int]) -> None:
+        """Queue images ``(runs, H, W, 3)`` uint8 of runs already submitted."""
+        self._raise_if_failed()
+        self._queue.put(_Images(np.ascontiguousarray(images), run_ids))
+
+    def flush(self) -> None:
+        """Wait until everything queued is written and flushed."""
+        self._queue.join()
+        self._raise_if_failed()
+
+    def close(self) -> None:
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join()
+        if self.file is not None and self.path is not None:
+            self.file.close()
+        self._raise_if_failed()
+
+    def __enter__(self) -> "RunWriter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _raise_if_failed(self) -> None:
+        if self._error is not None:
+            raise RunFileError(f"the run writer failed: {self._error!r}") from self._error
+
+    # -- the thread --------------------------------------------------------
+    def _work(self) -> None:
+        while True:
+            item = self._queue.get()
+            try:
+                if item is None:
+                    return
+                if self._error is None:
+                    if isinstance(item, _Batch):
+                        self._write_batch(item)
+                    else:
+                        self._write_images(item)
+            except BaseException as error:  # reported to the producer on its next call
+                self._error = error
+            finally:
+                if isinstance(item, _Batch):
+                    item.release()
+                self._queue.task_done()
+
+    def _write_batch(self, batch: _Batch) -> None:
+        if batch.ready is not None:
+            batch.ready.synchronize()
+        maps = batch.maps.numpy()
+        file = self.file
+        first = batch.run_ids[0]
+        if file["runs/complete"].shape[0] != first:
+            raise RunFileError(f"runs must be written in order: expected run {file['runs/complete'].shape[0]}, got {first}")
+        slots = batch.slots or [list(range(len(record.tokens))) for record in batch.records]
+        counts = [len(owned) for owned in slots]
+        dataset = file["maps"]
+        start = dataset.shape[0]
+        dataset.resize((start + sum(counts),) + dataset.shape[1:])
+        if all(owned == list(range(maps.shape[1])) for owned in slots):
+            dataset[start:] = maps.reshape((-1,) + maps.shape[2:])  # one write for the batch
+        else:
+            row = start
+            for index, owned in enumerate(slots):
+                dataset[row : row + len(owned)] = maps[index, owned]
+                row += len(owned)
+        row = start
+        for record, count in zip(batch.records, counts):
+            _write_run_entries(file, record, row, complete=False)
+            row += count
+        file.flush()
+        file["runs/complete"][first : first + len(counts)] = True
+        file.flush()
+
+    def _write_images(self, item: _Images) -> None:
+        images = self.file["images"]
+        last = max(item.run_ids) + 1
+        if images.shape[0] < last:
+            images.resize((last,) + images.shape[1:])
+        if item.images.shape[1:] != images.shape[1:]:
+            raise RunFileError(f"image shape {item.images.shape[1:]} does not match the file's {images.shape[1:]}")
+        for image, run in zip(item.images, item.run_ids):
+            images[run] = image
+        self.file.flush()
+        for run in item.run_ids:
+            self.file["runs/has_image"][run] = True
+        self.file.flush()
+
