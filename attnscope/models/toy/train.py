@@ -54,7 +54,7 @@ from attnscope.models.toy.pipeline import (
 )
 
 SHARD_BYTES = 15 * 10**6
-SAFETY_SECONDS = 25.0  # kept free at the end for saving, sampling and exit
+SAFETY_SECONDS = 25.0  # kept free at the end for saving, sampling and exit (at most 1/4 of the budget)
 SAMPLE_PROMPTS = (
     "a small red wooden car", "a large blue metal bus", "a green bicycle", "a yellow plastic bird",
     "a large purple cat", "an orange wooden dog", "a wooden bench", "a large metal chair",
@@ -259,7 +259,8 @@ def save_samples(pipe: ToyWorldPipeline, shadow: list[torch.Tensor], path: Path,
 
 def train(args: argparse.Namespace) -> None:
     t_start = time.time()
-    deadline = t_start + args.minutes * 60 - SAFETY_SECONDS
+    budget = args.minutes * 60
+    deadline = t_start + budget - min(SAFETY_SECONDS, budget / 4)
     device = torch.device("cuda" if torch.cuda.is_available() and not args.cpu else "cpu")
     torch.backends.cuda.matmul.allow_tf32 = True
     torch.backends.cudnn.allow_tf32 = True
