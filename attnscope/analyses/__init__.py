@@ -1,0 +1,65 @@
+"""Metrics: plain functions on arrays and records, each with known-answer tests.
+
+* :mod:`~attnscope.analyses.stats` — percentile-bootstrap intervals (plain,
+  clustered by prompt, paired before/after).
+* :mod:`~attnscope.analyses.regions` — object regions from attention maps
+  (aggregate + Otsu) or from ground-truth/user masks; map resizing.
+* :mod:`~attnscope.analyses.binding` — binding score, IoU/IoA, JS divergence,
+  centre-of-mass distance, drift between runs, attribute–object pairing.
+* :mod:`~attnscope.analyses.side_effects` — SEE-style target/retain accuracy,
+  evasion and attribute leakage tables with intervals.
+* :mod:`~attnscope.analyses.entanglement` — concept similarity through every
+  cross-attention K/V projection, before vs after an edit; 2-D maps.
+
+Names are imported on first use, so ``import attnscope.analyses`` is cheap
+(entanglement pulls in torch only when asked for).
+"""
+
+from importlib import import_module
+
+_EXPORTS = {
+    "Interval": "stats",
+    "bootstrap_ci": "stats",
+    "cluster_bootstrap_ci": "stats",
+    "paired_cluster_bootstrap": "stats",
+    "aggregate": "regions",
+    "otsu_mask": "regions",
+    "otsu_threshold": "regions",
+    "regions_from_attention": "regions",
+    "regions_from_masks": "regions",
+    "resize": "regions",
+    "Binding": "binding",
+    "binding_score": "binding",
+    "center_of_mass": "binding",
+    "com_distance": "binding",
+    "drift": "binding",
+    "first_wrong": "binding",
+    "ioa": "binding",
+    "iou": "binding",
+    "js_divergence": "binding",
+    "measure_binding": "binding",
+    "pair_attributes": "binding",
+    "relative_binding": "binding",
+    "Drift": "binding",
+    "accuracy_table": "side_effects",
+    "attribute_leakage": "side_effects",
+    "bin_by": "side_effects",
+    "evasion": "side_effects",
+    "retain_accuracy": "side_effects",
+    "side_effect_tables": "side_effects",
+    "target_accuracy": "side_effects",
+    "EntanglementResult": "entanglement",
+    "KVImages": "entanglement",
+    "compare": "entanglement",
+    "Map2D": "entanglement",
+    "kv_images": "entanglement",
+    "map_2d": "entanglement",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(import_module(f"attnscope.analyses.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module 'attnscope.analyses' has no attribute {name!r}")
