@@ -1,0 +1,49 @@
+"""Concept erasure as weight edits: UCE, RECE, and released erased weights.
+
+Every method returns an :class:`Edit` (changed tensors + metadata) without
+touching the pipeline; apply it in place and revert it exactly::
+
+    from attnscope.erasure import Edit, erase_rece
+
+    edit = erase_rece(pipe, ["bird"], epochs=3)
+    with edit.applied(pipe):
+        pipe("a bird")                     # after erasure
+    edit.save("bird.edit")
+    Edit.load("bird.edit").apply(pipe)
+
+Names are imported on first use, so importing a light submodule (presets)
+does not pull in diffusers.
+"""
+
+from importlib import import_module
+
+_EXPORTS = {
+    "Edit": "edit",
+    "EditBaseMismatch": "edit",
+    "TensorChange": "edit",
+    "applied_edits": "edit",
+    "base_fingerprint": "edit",
+    "edit_changes": "edit",
+    "TOKEN_CHOICES": "embeddings",
+    "EraseKeys": "embeddings",
+    "encode_prompts": "embeddings",
+    "cross_attention_names": "layers",
+    "kv_parameters": "layers",
+    "edit_from_lora": "loaders",
+    "edit_from_unet_state_dict": "loaders",
+    "PRESETS": "presets",
+    "Preset": "presets",
+    "adversarial_embeddings": "rece",
+    "adversarial_matrix": "rece",
+    "erase_rece": "rece",
+    "erase_uce": "uce",
+    "uce_matrix": "uce",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(import_module(f"attnscope.erasure.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module 'attnscope.erasure' has no attribute {name!r}")

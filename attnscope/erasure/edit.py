@@ -1,0 +1,289 @@
+"""The Edit: a change to a pipeline's weights, applied in place and revertible.
+
+An :class:`Edit` holds only the tensors it changes, by pipeline-relative
+parameter name (``unet.mid_block.attentions.0.transformer_blocks.0.attn2.to_k.weight``),
+with their NEW values, plus JSON metadata saying how it was made and for which
+base weights. Applying writes into the existing parameters with
+``param.data.copy_`` (modules and parameters stay the same objects, so capture
+hooks stay attached); the values it overwrote are kept in memory, bit for bit,
+on the pipeline, and :meth:`Edit.revert` writes them back.
+
+Edits stack: apply several in sequence and revert them last-in first-out.
+Every edit records the fingerprint of the *unedited* base it was made for;
+the pipeline caches its own unedited fingerprint while edits are applied
+(``pipe.attnscope_base_fingerprint``), so a second edit is checked against the
+base, not against the first edit's weights.
+
+File format (one file, ``*.edit`` by convention): a safetensors file whose
+tensors are the changed parameters under their names plus optional
+*artifacts* under ``artifacts/<name>`` (RECE's per-epoch weights and
+adversarial embeddings); its string metadata holds ``format``
+(``attnscope.edit/1``) and ``meta`` (the JSON metadata). Readable with plain
+``safetensors.safe_open``.
+"""
+
+from __future__ import annotations
+
+import json
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from attnscope.models.identity import pipeline_fingerprint
+
+FORMAT = "attnscope.edit/1"
+ARTIFACT_PREFIX = "artifacts/"
+
+
+class EditBaseMismatch(ValueError):
+    """An edit was applied to a pipeline whose base weights are not the ones it was made for."""
+
+
+@dataclass(frozen=True)
+class AppliedEdit:
+    """An edit applied to a pipeline and the exact values it overwrote."""
+
+    edit: "Edit"
+    originals: dict[str, torch.Tensor]
+
+
+def model_id(pipe) -> str:
+    """The id the pipeline was loaded from (``load_pipeline`` sets it), else its class name."""
+    return getattr(pipe, "attnscope_model_id", None) or getattr(pipe, "name_or_path", None) or type(pipe).__name__
+
+
+def applied_edits(pipe) -> list["Edit"]:
+    """The edits currently applied to ``pipe``, in application order."""
+    return [a.edit for a in getattr(pipe, "attnscope_edits", [])]
+
+
+def base_fingerprint(pipe) -> str:
+    """Fingerprint of ``pipe``'s weights without any applied edit.
+
+    Computed now when no edit is applied (and cached), else the value cached
+    before the first edit was applied.
+    """
+    if not getattr(pipe, "attnscope_edits", None):
+        pipe.attnscope_base_fingerprint = pipeline_fingerprint(pipe)
+    return pipe.attnscope_base_fingerprint
+
+
+def edit_meta(pipe, method: str, **fields: Any) -> dict[str, Any]:
+    """The metadata every edit records: method, base model and fingerprint, version, time, ``fields``.
+
+    If ``pipe`` already has edits applied, the new edit was computed on top of
+    them; their metadata is recorded under ``on_top_of``.
+    """
+    from attnscope import __version__
+
+    meta = {
+        "method": method,
+        **fields,
+        "base_model": model_id(pipe),
+        "base_fingerprint": base_fingerprint(pipe),
+        "attnscope_version": __version__,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    if applied_edits(pipe):
+        meta["on_top_of"] = [e.meta for e in applied_edits(pipe)]
+    return meta
+
+
+def _parameter(pipe, name: str) -> torch.nn.Parameter:
+    component, _, rest = name.partition(".")
+    module = getattr(pipe, component, None)
+    if not isinstance(module, torch.nn.Module):
+        raise KeyError(f"edit tensor {name!r}: the pipeline has no component {component!r}")
+    try:
+        return module.get_parameter(rest)
+    except AttributeError as error:
+        raise KeyError(f"edit tensor {name!r}: {component} has no parameter {rest!r}") from error
+
+
+@dataclass
+class Edit:
+    """Changed tensors (new values, by pipeline-relative name) + JSON metadata + artifacts.
+
+    ``meta`` keys written by attnscope's methods: ``method``, ``concepts``,
+    ``guides``, ``preserved``, ``hyper`` (method hyper-parameters),
+    ``token_choice``, ``progressive``, ``layers``, ``stages`` (labels of the
+    intermediate weights, e.g. ``["uce", "rece epoch 1", ...]``),
+    ``base_model``, ``base_fingerprint``, ``attnscope_version``, ``created``.
+    ``artifacts`` are tensors that are saved but never applied.
+    """
+
+    tensors: dict[str, torch.Tensor]
+    meta: dict[str, Any]
+    artifacts: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    def __repr__(self) -> str:
+        concepts = self.meta.get("concepts", "")
+        return (
+            f"Edit(method={self.meta.get('method')!r}, concepts={concepts!r}, "
+            f"{len(self.tensors)} tensors, {len(self.artifacts)} artifacts)"
+        )
+
+    # ------------------------------------------------------------------ apply / revert
+
+    def check_base(self, pipe) -> None:
+        """Raise :class:`EditBaseMismatch` unless ``pipe``'s unedited weights are this edit's base."""
+        expected = self.meta.get("base_fingerprint")
+        actual = base_fingerprint(pipe)
+        if expected != actual:
+            raise EditBaseMismatch(
+                f"this edit was made for base model {self.meta.get('base_model')!r} with weight "
+                f"fingerprint {expected}, but the pipeline ({model_id(pipe)!r}) has base fingerprint "
+                f"{actual}; load the model the edit was made for"
+            )
+
+    def apply(self, pipe) -> None:
+        """Write the new values into ``pipe``'s parameters in place (their dtype and device)."""
+        self.check_base(pipe)
+        params = {name: _parameter(pipe, name) for name in self.tensors}
+        for name, param in params.items():
+            if param.shape != self.tensors[name].shape:
+                raise ValueError(
+                    f"edit tensor {name!r} has shape {tuple(self.tensors[name].shape)}, "
+                    f"the parameter has {tuple(param.shape)}"
+                )
+        originals = {name: param.detach().clone() for name, param in params.items()}
+        with torch.no_grad():
+            for name, param in params.items():
+                param.data.copy_(self.tensors[name].to(device=param.device, dtype=param.dtype))
+        if not hasattr(pipe, "attnscope_edits"):
+            pipe.attnscope_edits = []
+        pipe.attnscope_edits.append(AppliedEdit(self, originals))
+
+    def revert(self, pipe) -> None:
+        """Restore the values :meth:`apply` overwrote; edits are reverted last-in first-out."""
+        stack = getattr(pipe, "attnscope_edits", [])
+        if not stack or stack[-1].edit is not self:
+            where = "is not applied" if all(a.edit is not self for a in stack) else "is not the last one applied"
+            raise RuntimeError(f"cannot revert {self!r}: it {where} to this pipeline (revert in LIFO order)")
+        with torch.no_grad():
+            for name, original in stack[-1].originals.items():
+                _parameter(pipe, name).data.copy_(original)
+        stack.pop()
+
+    @contextmanager
+    def applied(self, pipe) -> Iterator["Edit"]:
+        """``with edit.applied(pipe): ...`` applies the edit and reverts it on exit, also on error."""
+        self.apply(pipe)
+        try:
+            yield self
+        finally:
+            self.revert(pipe)
+
+    # ------------------------------------------------------------------ stages
+
+    @property
+    def stages(self) -> list[str]:
+        """Labels of the intermediate weights this edit keeps (the last one is the edit itself)."""
+        return list(self.meta.get("stages", []))
+
+    def stage(self, index: int) -> "Edit":
+        """The edit as it stood after stage ``index`` (e.g. RECE's epoch ``index``; 0 = UCE)."""
+        stages = self.stages
+        index = range(len(stages))[index]
+        meta = {**self.meta, "stage": stages[index]}
+        if index == len(stages) - 1:
+            return Edit(dict(self.tensors), meta)
+        prefix = f"stage/{index}/"
+        tensors = {n[len(prefix) :]: t for n, t in self.artifacts.items() if n.startswith(prefix)}
+        if not tensors:
+            raise KeyError(f"stage {index} ({stages[index]!r}) was not kept in this edit")
+        return Edit(tensors, meta)
+
+    # ------------------------------------------------------------------ compose
+
+    @staticmethod
+    def compose(edits: Sequence["Edit"]) -> "Edit":
+        """One edit equal to applying ``edits`` in order (later values win; artifacts dropped).
+
+        All parts must share one base fingerprint.
+        """
+        if not edits:
+            raise ValueError("compose needs at least one edit")
+        bases = {e.meta.get("base_fingerprint") for e in edits}
+        if len(bases) != 1:
+            raise EditBaseMismatch(f"cannot compose edits made for different bases: {sorted(map(str, bases))}")
+        tensors: dict[str, torch.Tensor] = {}
+        for edit in edits:
+            tensors.update(edit.tensors)
+        first = edits[0].meta
+        meta = {
+            "method": "compose",
+            "parts": [e.meta for e in edits],
+            "base_model": first.get("base_model"),
+            "base_fingerprint": first.get("base_fingerprint"),
+            "attnscope_version": first.get("attnscope_version"),
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }
+        return Edit(tensors, meta)
+
+    # ------------------------------------------------------------------ files
+
+    def save(self, path: str | Path) -> Path:
+        """Write the edit to one safetensors file (see module docstring); returns the path."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tensors = {n: t.detach().to("cpu", copy=True).contiguous() for n, t in self.tensors.items()}
+        for name, tensor in self.artifacts.items():
+            tensors[ARTIFACT_PREFIX + name] = tensor.detach().to("cpu", copy=True).contiguous()
+        save_file(tensors, str(path), metadata={"format": FORMAT, "meta": json.dumps(self.meta)})
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path, device: str | torch.device = "cpu") -> "Edit":
+        """Read an edit written by :meth:`save`; tensors are placed on ``device``."""
+        with safe_open(str(path), framework="pt", device=str(device)) as f:
+            header = f.metadata() or {}
+            if header.get("format") != FORMAT:
+                raise ValueError(f"{path} is not an attnscope edit file (format {header.get('format')!r})")
+            tensors, artifacts = {}, {}
+            for name in f.keys():
+                if name.startswith(ARTIFACT_PREFIX):
+                    artifacts[name[len(ARTIFACT_PREFIX) :]] = f.get_tensor(name)
+                else:
+                    tensors[name] = f.get_tensor(name)
+        return cls(tensors, json.loads(header["meta"]), artifacts)
+
+
+@dataclass(frozen=True)
+class TensorChange:
+    """How much one tensor changes: ``‖new − old‖_F / ‖old‖_F`` and ``max |new − old|``."""
+
+    name: str
+    shape: tuple[int, ...]
+    relative: float
+    max_abs: float
+
+
+@torch.no_grad()
+def changes(old: dict[str, torch.Tensor], new: dict[str, torch.Tensor]) -> list[TensorChange]:
+    """Per-tensor change from ``old`` to ``new`` (same names), computed in float32."""
+    rows = []
+    for name, after in new.items():
+        before = old[name].float()
+        delta = after.to(before.device).float() - before
+        norm = before.norm().item()
+        rows.append(
+            TensorChange(
+                name,
+                tuple(after.shape),
+                delta.norm().item() / norm if norm > 0 else float("inf"),
+                delta.abs().max().item() if delta.numel() else 0.0,
+            )
+        )
+    return rows
+
+
+def edit_changes(pipe, edit: Edit) -> list[TensorChange]:
+    """Per-tensor change ``edit`` makes to ``pipe``'s current weights."""
+    return changes({n: _parameter(pipe, n).detach() for n in edit.tensors}, edit.tensors)

@@ -1,0 +1,147 @@
+"""From concept phrases to the text embeddings closed-form erasure works on.
+
+A prompt is encoded exactly as the pipeline conditions on it: a ``(L, d)``
+matrix, one row per token position (``L`` = the tokenizer's
+``model_max_length``: 77 for CLIP, 16 for the toy model). Which rows an edit
+uses is the *token choice*, the two used in the literature:
+
+``"last"``
+    One row per concept: the concept's last word token (the newer UCE code).
+    A guide contributes its own last word token; the empty prompt has no word,
+    so its "last word token" is the start token (BOS), as in the reference code.
+``"eos-aligned"``
+    The rows from the concept's last word token to the end of the sequence
+    (EOS and padding carry the whole phrase through the causal encoder),
+    paired position by position with the guide's rows from the guide's last
+    word token on; the longer tail is cut so both have the same length (the
+    UCE paper's code). Preserved concepts contribute every position and the
+    empty prompt is always preserved.
+
+For SDXL the embedding is the concatenation of both text encoders' outputs
+(``pipe.encode_prompt``); token positions come from the first tokenizer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, Sequence
+
+import torch
+
+TokenChoice = Literal["last", "eos-aligned"]
+TOKEN_CHOICES: tuple[str, ...] = ("last", "eos-aligned")
+
+
+@dataclass(frozen=True)
+class EncodedPrompt:
+    """One prompt's text embedding ``(L, d)`` (float32) and its last word token's index."""
+
+    text: str
+    embedding: torch.Tensor
+    last_word: int
+
+
+@dataclass(frozen=True)
+class EraseKeys:
+    """The rows of one erased concept and the guide rows they are mapped onto.
+
+    ``keys`` and ``guide_keys`` are both ``(n, d)``; row ``i`` of ``keys``
+    (token ``positions[i]`` of the concept) should, after the edit, produce
+    the keys/values the unedited layer produced for row ``i`` of ``guide_keys``.
+    """
+
+    concept: str
+    guide: str
+    keys: torch.Tensor
+    guide_keys: torch.Tensor
+    positions: tuple[int, ...]
+
+
+def _text_device(pipe) -> torch.device:
+    return next(pipe.text_encoder.parameters()).device
+
+
+def last_word_index(input_ids: Sequence[int], tokenizer) -> int:
+    """Index of the last word token: the token before the first EOS (0 if none precedes it).
+
+    Without an EOS token id, the end is the first padding position (or ``L``).
+    """
+    ids = list(input_ids)
+    eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
+    if eos is not None and eos in ids:
+        end = ids.index(eos)
+    elif pad is not None and pad in ids:
+        end = ids.index(pad)
+    else:
+        end = len(ids)
+    return max(end - 1, 0)
+
+
+@torch.no_grad()
+def encode_prompts(pipe, prompts: Sequence[str]) -> list[EncodedPrompt]:
+    """Encode ``prompts`` as the pipeline conditions on them (no CFG, one image each)."""
+    prompts = list(prompts)
+    tokenizer = pipe.tokenizer
+    tokens = tokenizer(
+        prompts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt"
+    )
+    device = _text_device(pipe)
+    if getattr(pipe, "text_encoder_2", None) is not None:
+        embeddings = pipe.encode_prompt(
+            prompt=prompts, device=device, num_images_per_prompt=1, do_classifier_free_guidance=False
+        )[0]
+    else:
+        use_mask = getattr(pipe.text_encoder.config, "use_attention_mask", False)
+        mask = tokens.attention_mask.to(device) if use_mask else None
+        embeddings = pipe.text_encoder(tokens.input_ids.to(device), attention_mask=mask)[0]
+    return [
+        EncodedPrompt(p, e.float(), last_word_index(ids.tolist(), tokenizer))
+        for p, e, ids in zip(prompts, embeddings, tokens.input_ids)
+    ]
+
+
+def pair_rows(concept: EncodedPrompt, guide: EncodedPrompt, token_choice: TokenChoice) -> EraseKeys:
+    """The concept rows and guide rows paired for erasure (see module docstring)."""
+    i, j = concept.last_word, guide.last_word
+    if token_choice == "last":
+        length = 1
+    elif token_choice == "eos-aligned":
+        length = concept.embedding.shape[0] - max(i, j)
+    else:
+        raise ValueError(f"token_choice must be one of {TOKEN_CHOICES}, got {token_choice!r}")
+    return EraseKeys(
+        concept.text,
+        guide.text,
+        concept.embedding[i : i + length],
+        guide.embedding[j : j + length],
+        tuple(range(i, i + length)),
+    )
+
+
+def erase_keys(
+    pipe, concepts: Sequence[str], guides: Sequence[str], token_choice: TokenChoice
+) -> list[EraseKeys]:
+    """One :class:`EraseKeys` per concept, ``guides[i]`` guiding ``concepts[i]``."""
+    if len(guides) != len(concepts):
+        raise ValueError(f"{len(concepts)} concepts but {len(guides)} guides")
+    encoded = encode_prompts(pipe, list(concepts) + list(guides))
+    return [pair_rows(c, g, token_choice) for c, g in zip(encoded[: len(concepts)], encoded[len(concepts) :])]
+
+
+def preserve_keys(pipe, preserved: Sequence[str], token_choice: TokenChoice) -> torch.Tensor | None:
+    """The rows of the preserved concepts stacked ``(m, d)``, or ``None`` when there are none.
+
+    ``"last"``: each concept's last word token. ``"eos-aligned"``: every
+    position of each concept, with the empty prompt added if absent.
+    """
+    if token_choice not in TOKEN_CHOICES:
+        raise ValueError(f"token_choice must be one of {TOKEN_CHOICES}, got {token_choice!r}")
+    preserved = list(dict.fromkeys(preserved))
+    if token_choice == "eos-aligned" and "" not in preserved:
+        preserved.append("")
+    if not preserved:
+        return None
+    encoded = encode_prompts(pipe, preserved)
+    if token_choice == "last":
+        return torch.stack([e.embedding[e.last_word] for e in encoded])
+    return torch.cat([e.embedding for e in encoded])

@@ -1,0 +1,156 @@
+"""RECE: Reliable and Efficient Concept Erasure (Gong et al., ECCV 2024), closed form.
+
+RECE starts from a UCE edit and alternates two closed-form steps per epoch:
+
+1. *Derive the adversarial embedding*: the rows ``c'`` the edited model maps
+   closest to what the original model mapped the erased rows ``c`` to, jointly
+   over every edited key and value matrix (``W_l`` original, ``W'_l`` current):
+
+       c' = argmin Σ_l ‖W'_l c' − W_l c‖² + λ_r ‖c'‖²
+          = (λ_r I + Σ_l W'_lᵀ W'_l)⁻¹ (Σ_l W'_lᵀ W_l) c.
+
+   The ``(d, d)`` matrix in front of ``c`` is shared by all rows; the sums are
+   two Gram products of the stacked K/V weights.
+2. *Erase it*: the UCE solve on the current weights with ``c'`` as erased rows,
+   targets ``W'_l g`` from the current weights and preserved rows kept at
+   ``W'_l c_j`` (see :mod:`attnscope.erasure.uce`).
+
+The ``c'`` are the attack the edit has not closed yet; every epoch's weights
+and ``c'`` are kept in the :class:`~attnscope.erasure.Edit`
+(``edit.stage(i)``, :func:`adversarial_embeddings`).
+
+The released RECE code pairs all 77 positions of ``c'`` with all 77 of the
+guide and preserves all 77 positions of the empty prompt; attnscope's
+``token_choice="eos-aligned"`` is the closest match (it differs only at the
+concept's words before its last one and at BOS).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+from attnscope.erasure.edit import Edit
+from attnscope.erasure.embeddings import TokenChoice, erase_keys, preserve_keys
+from attnscope.erasure.layers import KVStack, kv_parameters, select_layers
+from attnscope.erasure.uce import edit_from_stages, normalise_guides, stack_rows, uce_matrix
+
+
+def adversarial_matrix(current: torch.Tensor, original: torch.Tensor, lam_r: float) -> torch.Tensor:
+    """The ``(d, d)`` matrix ``N`` with ``c' = N c`` (see module docstring).
+
+    ``current``, ``original``: the stacked K/V weights ``(Σ out_l, d)`` after
+    and before the edit, so that ``currentᵀ current = Σ_l W'_lᵀ W'_l``.
+    """
+    d = current.shape[1]
+    gram = current.T @ current + lam_r * torch.eye(d, dtype=current.dtype, device=current.device)
+    return torch.linalg.solve(gram, current.T @ original)
+
+
+@torch.no_grad()
+def erase_rece(
+    pipe,
+    concepts: Sequence[str],
+    guides: str | Sequence[str] | None = None,
+    preserve: Sequence[str] = (),
+    *,
+    epochs: int = 3,
+    lam: float = 0.1,
+    erase_scale: float = 1.0,
+    preserve_scale: float = 0.1,
+    lam_r: float = 1e-3,
+    uce_lam: float | None = None,
+    token_choice: TokenChoice = "last",
+    layers: str | Sequence[str] = "all",
+    progressive: bool = False,
+    start: Edit | None = None,
+    keep_stages: bool = True,
+) -> Edit:
+    """RECE-erase ``concepts``: a UCE edit, then ``epochs`` adversarial epochs; returns the Edit (not applied).
+
+    ``lam``, ``erase_scale``, ``preserve_scale``: the UCE solve's λ, η_e, η_p
+    (the initial UCE uses ``uce_lam`` for λ when given); ``lam_r``: the
+    regulariser of the adversarial embedding. ``start``: an existing edit of
+    the same K/V weights (e.g. a released UCE checkpoint through
+    :func:`~attnscope.erasure.loaders.edit_from_unet_state_dict`) to start from
+    instead of computing UCE; one-shot only. ``progressive``: UCE + epochs for
+    one concept at a time, each step's adversarial embedding derived against
+    the weights that step started from. Stages are labelled ``"uce"``,
+    ``"rece epoch 1"``, ... (prefixed ``"<concept>: "`` when progressive);
+    artifacts ``keys/<k>`` hold concept ``k``'s erased rows ``(n, d)`` and
+    ``adversarial/<stage>/<k>`` its ``c'`` after that stage.
+    """
+    concepts = list(concepts)
+    guides = normalise_guides(concepts, guides)
+    if start is not None and progressive:
+        raise ValueError("start= is for one-shot RECE; progressive RECE computes its own UCE per concept")
+    params = kv_parameters(pipe, layers)
+    dtype = next(iter(params.values())).dtype
+    stack = KVStack.from_tensors(params)
+    device = stack.weight.device
+    erase = erase_keys(pipe, concepts, guides, token_choice)
+    kept = preserve_keys(pipe, preserve, token_choice)
+    kept = None if kept is None else kept.to(device)
+    solve = dict(erase_scale=erase_scale, preserve_scale=preserve_scale)
+
+    indexed = list(enumerate(erase))
+    steps = [[item] for item in indexed] if progressive else [indexed]
+    stages: list[tuple[str, KVStack]] = []
+    artifacts = {f"keys/{k}": e.keys for k, e in indexed}
+    for step in steps:
+        prefix = f"{step[0][1].concept}: " if progressive else ""
+        keys, guide_rows = stack_rows([e for _, e in step], device)
+        original = stack
+        if start is None:
+            matrix = uce_matrix(keys, guide_rows, kept, lam=lam if uce_lam is None else uce_lam, **solve)
+            stack = stack.matmul(matrix)
+            stages.append((prefix + "uce", stack))
+        else:
+            missing = sorted(set(params) - set(start.tensors))
+            if missing:
+                raise ValueError(f"start edit lacks {len(missing)} of the K/V weights, e.g. {missing[0]}")
+            stack = KVStack.from_tensors({n: start.tensors[n].to(device) for n in params})
+            stages.append(("start", stack))
+        for epoch in range(1, epochs + 1):
+            adversarial = keys @ adversarial_matrix(stack.weight, original.weight, lam_r).T
+            stack = stack.matmul(uce_matrix(adversarial, guide_rows, kept, lam=lam, **solve))
+            stages.append((f"{prefix}rece epoch {epoch}", stack))
+            rows = adversarial.split([e.keys.shape[0] for _, e in step])
+            artifacts.update({f"adversarial/{len(stages) - 1}/{k}": r for (k, _), r in zip(step, rows)})
+    extra = {"start": start.meta} if start is not None else {}
+    return edit_from_stages(
+        pipe,
+        "rece",
+        stages,
+        dtype,
+        keep_stages,
+        artifacts,
+        concepts=concepts,
+        guides=guides,
+        preserved=list(preserve),
+        hyper={
+            "lam": lam,
+            "uce_lam": lam if uce_lam is None else uce_lam,
+            "erase_scale": erase_scale,
+            "preserve_scale": preserve_scale,
+            "lam_r": lam_r,
+        },
+        epochs=epochs,
+        token_choice=token_choice,
+        progressive=progressive,
+        layers=select_layers(pipe.unet, layers),
+        **extra,
+    )
+
+
+def adversarial_embeddings(edit: Edit) -> dict[str, list[torch.Tensor]]:
+    """``{concept: [c' after epoch 1, after epoch 2, ...]}``, each ``(n, d)``, from a RECE edit."""
+    concepts = edit.meta["concepts"]
+    found: dict[str, list[tuple[int, torch.Tensor]]] = {c: [] for c in concepts}
+    for name, tensor in edit.artifacts.items():
+        kind, _, rest = name.partition("/")
+        if kind == "adversarial":
+            stage, k = map(int, rest.split("/"))
+            found[concepts[k]].append((stage, tensor))
+    return {c: [t for _, t in sorted(rows, key=lambda row: row[0])] for c, rows in found.items()}

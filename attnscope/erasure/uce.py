@@ -1,0 +1,160 @@
+"""UCE: Unified Concept Editing (Gandikota et al., WACV 2024), closed form.
+
+For every cross-attention key/value matrix ``W0`` (``(out, d)``), UCE solves
+
+    min_W  λ‖W − W0‖² + η_e Σ_i ‖W c_i − v*_i‖² + η_p Σ_j ‖W c_j − W0 c_j‖²
+
+with erased rows ``c_i``, targets ``v*_i = W0 g_i`` (``g_i`` the paired guide
+row, by default from the empty prompt) and preserved rows ``c_j``:
+
+    W = (λ W0 + η_e Σ v*_i c_iᵀ + η_p Σ W0 c_j c_jᵀ) (λI + η_e Σ c_i c_iᵀ + η_p Σ c_j c_jᵀ)⁻¹.
+
+Because every target is ``W0`` times a text row, the numerator is ``W0 R``
+with ``R = λI + η_e Σ g_i c_iᵀ + η_p Σ c_j c_jᵀ``, so the edit of *every*
+layer is the same right-multiplication ``W = W0 M`` with the ``(d, d)``
+matrix ``M = R A⁻¹`` (``A`` the bracket on the right). attnscope computes
+``M`` once (float32 ``torch.linalg.solve`` of the transposed system, no
+inverse), multiplies the stacked K/V weights by it and writes the result
+back in the model's dtype.
+
+Erasing a list of concepts is one-shot (all rows in one solve) or
+progressive (one solve per concept, each on the weights the previous left,
+with targets from those weights).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import torch
+
+from attnscope.erasure.edit import Edit, edit_meta
+from attnscope.erasure.embeddings import EraseKeys, TokenChoice, erase_keys, preserve_keys
+from attnscope.erasure.layers import KVStack, kv_parameters, select_layers
+
+
+def uce_matrix(
+    keys: torch.Tensor,
+    guide_keys: torch.Tensor,
+    preserve: torch.Tensor | None,
+    *,
+    lam: float,
+    erase_scale: float,
+    preserve_scale: float,
+) -> torch.Tensor:
+    """The ``(d, d)`` matrix ``M`` such that UCE's solution is ``W = W0 @ M`` for every layer.
+
+    ``keys``, ``guide_keys``: ``(n, d)`` erased rows and their guide rows
+    (paired by index); ``preserve``: ``(m, d)`` or ``None``. Computed in the
+    inputs' dtype (use float32 or float64).
+    """
+    d = keys.shape[1]
+    eye = torch.eye(d, dtype=keys.dtype, device=keys.device)
+    lhs = lam * eye + erase_scale * keys.T @ keys  # A = λI + η_e Σ c cᵀ + η_p Σ c_j c_jᵀ
+    rhs = lam * eye + erase_scale * guide_keys.T @ keys  # R = λI + η_e Σ g cᵀ + η_p Σ c_j c_jᵀ
+    if preserve is not None and preserve.numel():
+        preserved = preserve_scale * preserve.T @ preserve
+        lhs = lhs + preserved
+        rhs = rhs + preserved
+    # M A = R  ⇔  A Mᵀ = Rᵀ  (A is symmetric)
+    return torch.linalg.solve(lhs, rhs.T).T
+
+
+def normalise_guides(concepts: Sequence[str], guides: str | Sequence[str] | None) -> list[str]:
+    """One guide per concept: ``None`` → the empty prompt; a single guide is shared."""
+    if guides is None:
+        guides = [""]
+    elif isinstance(guides, str):
+        guides = [guides]
+    guides = list(guides)
+    if len(guides) == 1:
+        guides = guides * len(concepts)
+    if len(guides) != len(concepts):
+        raise ValueError(f"{len(concepts)} concepts need one guide or one guide each, got {len(guides)}")
+    return guides
+
+
+def stack_rows(erase: Sequence[EraseKeys], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """All erased rows and all guide rows of ``erase``, each ``(Σ n_i, d)`` on ``device``."""
+    keys = torch.cat([e.keys for e in erase]).to(device)
+    guides = torch.cat([e.guide_keys for e in erase]).to(device)
+    return keys, guides
+
+
+def edit_from_stages(
+    pipe,
+    method: str,
+    stages: Sequence[tuple[str, KVStack]],
+    dtype: torch.dtype,
+    keep_stages: bool,
+    artifacts: dict[str, torch.Tensor] | None = None,
+    **meta: Any,
+) -> Edit:
+    """An :class:`Edit` whose tensors are the last stage's weights in ``dtype``.
+
+    Earlier stages are kept as artifacts ``stage/<i>/<name>`` when ``keep_stages``.
+    """
+    artifacts = dict(artifacts or {})
+    if keep_stages:
+        for index, (_, stack) in enumerate(stages[:-1]):
+            artifacts.update({f"stage/{index}/{n}": t for n, t in stack.split(dtype).items()})
+    labels = [label for label, _ in stages]
+    meta = edit_meta(pipe, method, **meta, stages=labels, stages_kept=keep_stages)
+    return Edit(stages[-1][1].split(dtype), meta, artifacts)
+
+
+@torch.no_grad()
+def erase_uce(
+    pipe,
+    concepts: Sequence[str],
+    guides: str | Sequence[str] | None = None,
+    preserve: Sequence[str] = (),
+    *,
+    lam: float = 0.5,
+    erase_scale: float = 1.0,
+    preserve_scale: float = 1.0,
+    token_choice: TokenChoice = "last",
+    layers: str | Sequence[str] = "all",
+    progressive: bool = False,
+    keep_stages: bool = True,
+) -> Edit:
+    """UCE-erase ``concepts`` from ``pipe``'s cross-attention K/V; returns the :class:`Edit` (not applied).
+
+    ``guides``: one per concept or one for all (default ``""``); ``preserve``:
+    concepts whose keys/values should not move. ``layers``: ``"all"`` or
+    layer names/globs. ``progressive``: one solve per concept in order (the
+    edit keeps each step as a stage). The pipeline's current weights
+    (including any applied edit) are the starting point.
+    """
+    concepts = list(concepts)
+    guides = normalise_guides(concepts, guides)
+    params = kv_parameters(pipe, layers)
+    dtype = next(iter(params.values())).dtype
+    stack = KVStack.from_tensors(params)
+    device = stack.weight.device
+    erase = erase_keys(pipe, concepts, guides, token_choice)
+    kept = preserve_keys(pipe, preserve, token_choice)
+    kept = None if kept is None else kept.to(device)
+    steps = [[e] for e in erase] if progressive else [erase]
+    stages = []
+    for step in steps:
+        keys, guide_rows = stack_rows(step, device)
+        matrix = uce_matrix(
+            keys, guide_rows, kept, lam=lam, erase_scale=erase_scale, preserve_scale=preserve_scale
+        )
+        stack = stack.matmul(matrix)
+        stages.append((f"{step[0].concept}: uce" if progressive else "uce", stack))
+    return edit_from_stages(
+        pipe,
+        "uce",
+        stages,
+        dtype,
+        keep_stages,
+        concepts=concepts,
+        guides=guides,
+        preserved=list(preserve),
+        hyper={"lam": lam, "erase_scale": erase_scale, "preserve_scale": preserve_scale},
+        token_choice=token_choice,
+        progressive=progressive,
+        layers=select_layers(pipe.unet, layers),
+    )
