@@ -337,7 +337,10 @@ class Capture:
                 "class": type(self.pipe).__name__,
             },
             edit={"edits": [dict(edit.meta) for edit in edits]} if edits else None,
-            sampler={"scheduler": type(scheduler).__name__, "config": dict(scheduler.config)},
+            sampler={  # "_"-keys (e.g. `_use_default_values`) are bookkeeping whose order varies by process
+                "scheduler": type(scheduler).__name__,
+                "config": {k: v for k, v in scheduler.config.items() if not k.startswith("_")},
+            },
         )
 
     def record(self, layer: CrossAttentionLayer, attn) -> None:

@@ -82,7 +82,7 @@ class CaptureSchema:
 
     def compatible_with(self, other: "CaptureSchema") -> list[str]:
         """Names of the fields that differ (empty when runs can share a file)."""
-        mine, theirs = asdict(self), asdict(other)
+        mine, theirs = json.loads(self.to_json()), json.loads(other.to_json())
         return [key for key in mine if mine[key] != theirs[key]]
 
 

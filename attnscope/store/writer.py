@@ -15,7 +15,6 @@ mode). Without ``path`` the file lives in memory (for notebooks and tests).
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import queue
@@ -192,7 +191,7 @@ class RunWriter:
                 raise RunFileError(f"runs with a different capture schema ({', '.join(diff)}) need another file")
             return
         if self.path is None:
-            self.file = h5py.File(io.BytesIO(), "w")
+            self.file = h5py.File(f"attnscope-memory-{id(self)}.h5", "w", driver="core", backing_store=False)
             create_layout(self.file, schema)
         elif self._resume and self.path.exists():
             self.file = self._reopen(schema)

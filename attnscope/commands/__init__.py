@@ -1,0 +1,1 @@
+"""Sub-commands of the ``attnscope`` command line (see ``attnscope.cli``)."""

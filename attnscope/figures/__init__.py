@@ -1,0 +1,1 @@
+"""Matplotlib figure builders (PNG, PDF, SVG) in one consistent style."""

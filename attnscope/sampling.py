@@ -1,0 +1,102 @@
+"""The sampling loop: prompts × seeds in batches, deterministic, optionally captured.
+
+Every run draws its initial noise from its own CPU ``torch.Generator`` seeded
+with the run's seed, so an image depends only on (model, edit, prompt, seed,
+settings) — not on the batch it landed in or on the device.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from attnscope.hooks.capture import Capture
+
+
+@dataclass(frozen=True)
+class Job:
+    """One run to sample: a prompt, a seed and free-form metadata (e.g. prompt_id)."""
+
+    prompt: str
+    seed: int
+    negative_prompt: str = ""
+    extra: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SamplerSettings:
+    steps: int = 50
+    guidance_scale: float | None = None  # None: the pipeline's default
+    height: int | None = None
+    width: int | None = None
+
+    def pipeline_kwargs(self) -> dict:
+        kwargs = {"num_inference_steps": self.steps}
+        for name, value in (("guidance_scale", self.guidance_scale), ("height", self.height), ("width", self.width)):
+            if value is not None:
+                kwargs[name] = value
+        return kwargs
+
+
+def batches(jobs: Sequence[Job], batch_size: int) -> Iterator[list[Job]]:
+    for start in range(0, len(jobs), batch_size):
+        yield list(jobs[start : start + batch_size])
+
+
+def to_uint8(images) -> np.ndarray:
+    """Pipeline output (PIL list or float array in [0, 1]) → ``(N, H, W, 3)`` uint8."""
+    array = np.stack([np.asarray(image) for image in images])
+    if array.dtype != np.uint8:
+        array = (np.clip(array, 0.0, 1.0) * 255).round().astype(np.uint8)
+    return array
+
+
+def sample_batch(pipe, jobs: Sequence[Job], settings: SamplerSettings, cap: Capture | None = None) -> np.ndarray:
+    """Sample one batch; returns ``(len(jobs), H, W, 3)`` uint8 images.
+
+    With ``cap`` the runs are labelled (prompt, seed, extra) and their images
+    stored next to their maps.
+    """
+    if cap is not None:
+        cap.label_next(
+            [job.prompt for job in jobs],
+            [job.seed for job in jobs],
+            [job.negative_prompt for job in jobs],
+            [job.extra for job in jobs],
+        )
+    generators = [torch.Generator("cpu").manual_seed(job.seed) for job in jobs]
+    negative = [job.negative_prompt for job in jobs]
+    output = pipe(
+        [job.prompt for job in jobs],
+        negative_prompt=negative if any(negative) else None,
+        generator=generators,
+        output_type="np",
+        **settings.pipeline_kwargs(),
+    )
+    images = to_uint8(output.images)
+    if cap is not None:
+        cap.add_images(images)
+    return images
+
+
+def generate(
+    pipe,
+    jobs: Sequence[Job],
+    settings: SamplerSettings = SamplerSettings(),
+    *,
+    batch_size: int = 8,
+    cap: Capture | None = None,
+    progress: bool = True,
+    description: str = "sampling",
+) -> np.ndarray:
+    """Sample every job in batches; returns ``(len(jobs), H, W, 3)`` uint8 images."""
+    images = []
+    with tqdm(total=len(jobs), desc=description, unit="img", disable=not progress) as bar:
+        for batch in batches(jobs, batch_size):
+            images.append(sample_batch(pipe, batch, settings, cap))
+            bar.update(len(batch))
+    return np.concatenate(images) if images else np.zeros((0, 0, 0, 3), np.uint8)

@@ -1,0 +1,34 @@
+"""Shared fixtures: tiny random pipelines with the real SD architectures."""
+
+import pytest
+import torch
+
+from attnscope.models import tiny_sd2_pipeline, tiny_sd_pipeline, tiny_sdxl_pipeline
+
+
+def pytest_collection_modifyitems(config, items):
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs CUDA (run on the GPU machine)")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def sd():
+    return tiny_sd_pipeline()
+
+
+@pytest.fixture(scope="session")
+def sd2():
+    return tiny_sd2_pipeline()
+
+
+@pytest.fixture(scope="session")
+def sdxl():
+    return tiny_sdxl_pipeline()
+
+
+def seeded(*seeds: int) -> list[torch.Generator]:
+    return [torch.Generator().manual_seed(s) for s in seeds]

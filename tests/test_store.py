@@ -1,0 +1,115 @@
+"""The run file: crash safety, resume, shard merge, reading and aggregation."""
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+from attnscope import capture
+from attnscope.sampling import Job, SamplerSettings, generate
+from attnscope.store import RunFile, merge_shards
+from attnscope.store.aggregate import merge_words, upsample
+from attnscope.store.tokens import group_words
+
+SETTINGS = SamplerSettings(steps=3, height=64, width=64)
+JOBS = [Job("a wooden bench and a bird", seed) for seed in range(3)]
+
+WRITER = textwrap.dedent(
+    """
+    import sys, torch
+    from attnscope import capture
+    from attnscope.models import tiny_sd_pipeline
+    from attnscope.sampling import Job, SamplerSettings, generate
+    pipe = tiny_sd_pipeline()
+    with capture(pipe, sink=sys.argv[1]) as cap:
+        for seed in range(10_000):  # runs until killed
+            generate(pipe, [Job("a red car", seed)], SamplerSettings(steps=3, height=64, width=64), progress=False, cap=cap)
+            print(seed, flush=True)
+    """
+)
+
+
+def test_a_killed_writer_leaves_a_readable_file_that_resumes(tmp_path, sd):
+    path = tmp_path / "killed.h5"
+    process = subprocess.Popen([sys.executable, "-c", WRITER, str(path)], stdout=subprocess.PIPE, text=True,
+                               env={**os.environ, "PYTHONPATH": os.getcwd()})
+    for _ in range(3):  # wait until a few batches went through, then kill mid-stream
+        assert process.stdout.readline(), "writer died early"
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+
+    with RunFile(path) as runs:  # opens although HDF5 still marks the file as open for writing
+        complete = runs.complete
+        assert complete.sum() >= 2
+        for run in np.flatnonzero(complete):
+            assert np.isfinite(runs.maps(int(run), "mid_block.*", word="car")).all()
+        n_complete = int(complete.sum())
+
+    with capture(sd, sink=path, resume=True) as cap:  # recovers, then appends
+        generate(sd, JOBS[:1], SETTINGS, progress=False, cap=cap)
+    with RunFile(path) as runs:
+        assert len(runs) == n_complete + 1 and runs.complete.all()
+        assert runs.record(len(runs) - 1).prompt == JOBS[0].prompt
+
+
+def test_runs_are_labelled_with_prompt_seed_and_metadata(tmp_path, sd):
+    jobs = [Job("a red car", 7, extra={"prompt_id": 3, "role": "retain"})]
+    with capture(sd, sink=tmp_path / "run.h5") as cap:
+        images = generate(sd, jobs, SETTINGS, progress=False, cap=cap)
+    with RunFile(tmp_path / "run.h5") as runs:
+        record = runs.record(0)
+        assert (record.prompt, record.seed, record.extra) == ("a red car", 7, {"prompt_id": 3, "role": "retain"})
+        assert np.array_equal(runs.image(0), images[0])
+        assert runs.find(role="retain") == [0]
+        assert runs.versions["attnscope"]
+
+
+def test_resume_refuses_other_settings(tmp_path, sd):
+    with capture(sd, sink=tmp_path / "run.h5") as cap:
+        generate(sd, JOBS[:1], SETTINGS, progress=False, cap=cap)
+    with pytest.raises(Exception, match="capture schema differs in .*steps"):
+        with capture(sd, sink=tmp_path / "run.h5", resume=True, steps=[0]) as cap:
+            generate(sd, JOBS[:1], SETTINGS, progress=False, cap=cap)
+
+
+def test_shards_merge_into_one_virtual_file(tmp_path, sd):
+    for rank, jobs in enumerate([JOBS[:2], JOBS[2:]]):
+        with capture(sd, sink=tmp_path / f"shard-{rank}.h5") as cap:
+            generate(sd, jobs, SETTINGS, progress=False, cap=cap)
+    n = merge_shards([tmp_path / "shard-0.h5", tmp_path / "shard-1.h5"], tmp_path / "all.h5")
+    assert n == 3
+    with RunFile(tmp_path / "all.h5") as merged, RunFile(tmp_path / "shard-1.h5") as last:
+        assert list(merged.column("seed")) == [0, 1, 2]
+        assert merged.file["maps"].is_virtual
+        assert np.array_equal(merged.maps(2, "mid_block.*"), last.maps(0, "mid_block.*"))
+        assert np.array_equal(merged.image(2), last.image(0))
+
+
+def test_heatmap_is_scaled_and_image_sized(sd):
+    with capture(sd) as cap:
+        generate(sd, JOBS[:1], SETTINGS, progress=False, cap=cap)
+    heat = cap.heatmap(word="bench")
+    assert heat.shape == (64, 64) and heat.min() == 0 and heat.max() == pytest.approx(1)
+
+
+def test_words_group_clip_subword_tokens():
+    tokens = ["<|startoftext|>", "a</w>", "wood", "en</w>", "bench</w>", "<|endoftext|>"]
+    assert group_words(tokens) == ([-1, 0, 1, 1, 2, -1], ["a", "wooden", "bench"])
+    assert group_words(["<|startoftext|>", "a", "wooden", "bench"])[1] == ["a", "wooden", "bench"]
+
+
+def test_merge_words_sums_pieces_and_drops_specials():
+    maps = np.arange(5, dtype=np.float32)[:, None, None] * np.ones((5, 2, 2), np.float32)
+    merged = merge_words(maps, np.array([-1, 0, 1, 1, -1]), n_words=2)
+    assert merged[:, 0, 0].tolist() == [1.0, 5.0]
+
+
+def test_upsample_keeps_constant_maps_constant():
+    assert np.allclose(upsample(np.full((3, 4, 4), 0.25, np.float32), (16, 16)), 0.25)
