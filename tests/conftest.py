@@ -1,9 +1,13 @@
 """Shared fixtures: tiny random pipelines with the real SD architectures."""
 
-import pytest
-import torch
+import os
 
-from attnscope.models import tiny_sd2_pipeline, tiny_sd_pipeline, tiny_sdxl_pipeline
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach a hub; fail fast if code tries
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from attnscope.models import tiny_sd2_pipeline, tiny_sd_pipeline, tiny_sdxl_pipeline  # noqa: E402
 
 
 def pytest_collection_modifyitems(config, items):
