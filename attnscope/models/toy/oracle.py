@@ -57,7 +57,9 @@ class SegmentConfig:
     """Thresholds of :func:`segment`, in [0, 1] colour units and pixels."""
 
     threshold: float = 0.1  # L2 distance from the background colour
-    min_pixels: int = 20  # smaller components are noise
+    min_part: int = 3  # smaller specks are ignored before merging
+    max_parts: int = 16  # at most this many (the largest) components are merged (noisy images)
+    min_pixels: int = 20  # smaller objects are noise
     merge_gap: int = 3  # components this close merge ...
     merge_extent: int = 31  # ... if together they span at most this (one object spans ≤ 30 px)
     split_above: int = 34  # a component wider than this holds two objects
@@ -124,7 +126,9 @@ def components(mask: np.ndarray, config: SegmentConfig = SegmentConfig()) -> lis
     than one object can be (touching objects), and dropped when tiny (noise).
     """
     labels, k = ndimage.label(mask, structure=_EIGHT)
-    parts = _merge_close([labels == i for i in range(1, k + 1)], config.merge_gap, config.merge_extent)
+    sizes = np.bincount(labels.ravel(), minlength=k + 1)[1:]
+    keep = [i + 1 for i in np.argsort(-sizes)[: config.max_parts] if sizes[i] >= config.min_part]
+    parts = _merge_close([labels == i for i in keep], config.merge_gap, config.merge_extent)
     objects = []
     for part in parts:
         if _extent(part) > config.split_above:
