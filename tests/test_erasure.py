@@ -14,7 +14,7 @@ from attnscope.erasure import (
     kv_parameters,
     uce_matrix,
 )
-from attnscope.erasure.embeddings import encode_prompts, erase_keys, preserve_keys
+from attnscope.erasure.embeddings import encode_prompts, erasure_rows
 from attnscope.erasure.layers import KVStack
 from attnscope.models import tiny_sd_pipeline
 from attnscope.models.toy import ToyModelConfig, build_toy_pipeline
@@ -84,17 +84,17 @@ def test_token_choices_pick_the_documented_rows(pipe):
     assert empty.last_word == 0  # BOS: the empty prompt has no word
     assert bench.last_word == 1
     length = pipe.tokenizer.model_max_length
-    (last,) = erase_keys(pipe, ["a wooden bench"], [""], "last")
+    (last,) = erasure_rows(pipe, ["a wooden bench"], [""], [], "last").erase
     assert last.positions == (wooden.last_word,)
     torch.testing.assert_close(last.keys[0], wooden.embedding[wooden.last_word])
     torch.testing.assert_close(last.guide_keys[0], empty.embedding[0])
-    (aligned,) = erase_keys(pipe, ["a wooden bench"], ["bench"], "eos-aligned")
+    aligned = erasure_rows(pipe, ["a wooden bench"], ["bench"], ["car"], "eos-aligned")
     i = wooden.last_word
-    assert aligned.positions == tuple(range(i, length))
-    torch.testing.assert_close(aligned.guide_keys, bench.embedding[1 : 1 + length - i])
-    kept = preserve_keys(pipe, ["car"], "eos-aligned")
-    assert kept.shape == (2 * length, bench.embedding.shape[1])  # every position of "car" and of ""
-    assert preserve_keys(pipe, [], "last") is None
+    assert aligned.erase[0].positions == tuple(range(i, length))
+    torch.testing.assert_close(aligned.erase[0].guide_keys, bench.embedding[1 : 1 + length - i])
+    # every position of "car" and of the always-preserved ""
+    assert aligned.preserve.shape == (2 * length, bench.embedding.shape[1])
+    assert erasure_rows(pipe, ["bench"], [""], [], "last").preserve is None
 
 
 # ---------------------------------------------------------------------------- pipeline edits
@@ -108,14 +108,14 @@ def _rows_change(pipe, edit, rows):
 
 def test_preserved_concept_moves_ten_times_less_than_the_erased_one(pipe):
     edit = erase_uce(pipe, ["bench"], preserve=["car"], lam=0.1, preserve_scale=1.0)
-    erased = erase_keys(pipe, ["bench"], [""], "last")[0].keys
-    kept = preserve_keys(pipe, ["car"], "last")
+    text = erasure_rows(pipe, ["bench"], [""], ["car"], "last")
+    erased, kept = text.erase[0].keys, text.preserve
     assert _rows_change(pipe, edit, kept) * 10 <= _rows_change(pipe, edit, erased)
 
 
 def test_uce_maps_the_erased_key_onto_the_guide(pipe):
     edit = erase_uce(pipe, ["bench"], guides="car", lam=1e-4, erase_scale=1e3)
-    (keys,) = erase_keys(pipe, ["bench"], ["car"], "last")
+    (keys,) = erasure_rows(pipe, ["bench"], ["car"], [], "last").erase
     for name, w0 in kv_parameters(pipe).items():
         torch.testing.assert_close(
             edit.tensors[name] @ keys.keys[0], w0.detach() @ keys.guide_keys[0], rtol=1e-3, atol=1e-3
@@ -164,7 +164,7 @@ def test_rece_epoch_matches_the_closed_form_by_hand(pipe):
     edit = erase_rece(pipe, ["bench"], epochs=1, lam=0.1, lam_r=1e-3, erase_scale=1.0, preserve_scale=0.1)
     original = KVStack.from_tensors(kv_parameters(pipe))
     uce = KVStack.from_tensors(edit.stage(0).tensors)
-    (keys,) = erase_keys(pipe, ["bench"], [""], "last")
+    (keys,) = erasure_rows(pipe, ["bench"], [""], [], "last").erase
     c_adv = keys.keys @ adversarial_matrix(uce.weight, original.weight, 1e-3).T
     torch.testing.assert_close(adversarial_embeddings(edit)["bench"][0], c_adv)
     expected = uce.matmul(uce_matrix(c_adv, keys.guide_keys, None, lam=0.1, erase_scale=1.0, preserve_scale=0.1))

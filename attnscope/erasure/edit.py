@@ -10,9 +10,9 @@ on the pipeline, and :meth:`Edit.revert` writes them back.
 
 Edits stack: apply several in sequence and revert them last-in first-out.
 Every edit records the fingerprint of the *unedited* base it was made for;
-the pipeline caches its own unedited fingerprint while edits are applied
-(``pipe.attnscope_base_fingerprint``), so a second edit is checked against the
-base, not against the first edit's weights.
+the pipeline caches its own unedited fingerprint on first use
+(``pipe.attnscope_base_fingerprint``, see :func:`base_fingerprint`), so a
+second edit is checked against the base, not against the first edit's weights.
 
 File format (one file, ``*.edit`` by convention): a safetensors file whose
 tensors are the changed parameters under their names plus optional
@@ -63,13 +63,16 @@ def applied_edits(pipe) -> list["Edit"]:
     return [a.edit for a in getattr(pipe, "attnscope_edits", [])]
 
 
-def base_fingerprint(pipe) -> str:
-    """Fingerprint of ``pipe``'s weights without any applied edit.
+def base_fingerprint(pipe, refresh: bool = False) -> str:
+    """Fingerprint of ``pipe``'s weights without any applied edit, cached on the instance.
 
-    Computed now when no edit is applied (and cached), else the value cached
-    before the first edit was applied.
+    Computed on first use (necessarily before the first edit is applied) and
+    kept while edits come and go, since revert restores the base exactly.
+    Pass ``refresh=True`` after changing the weights outside attnscope.
     """
-    if not getattr(pipe, "attnscope_edits", None):
+    if refresh and getattr(pipe, "attnscope_edits", None):
+        raise RuntimeError("cannot refresh the base fingerprint while edits are applied")
+    if refresh or getattr(pipe, "attnscope_base_fingerprint", None) is None:
         pipe.attnscope_base_fingerprint = pipeline_fingerprint(pipe)
     return pipe.attnscope_base_fingerprint
 

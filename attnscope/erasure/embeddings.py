@@ -118,30 +118,44 @@ def pair_rows(concept: EncodedPrompt, guide: EncodedPrompt, token_choice: TokenC
     )
 
 
-def erase_keys(
-    pipe, concepts: Sequence[str], guides: Sequence[str], token_choice: TokenChoice
-) -> list[EraseKeys]:
-    """One :class:`EraseKeys` per concept, ``guides[i]`` guiding ``concepts[i]``."""
-    if len(guides) != len(concepts):
-        raise ValueError(f"{len(concepts)} concepts but {len(guides)} guides")
-    encoded = encode_prompts(pipe, list(concepts) + list(guides))
-    return [pair_rows(c, g, token_choice) for c, g in zip(encoded[: len(concepts)], encoded[len(concepts) :])]
+@dataclass(frozen=True)
+class ErasureRows:
+    """Everything a closed-form edit needs from the text side.
+
+    ``erase[i]``: concept ``i``'s rows and its guide's rows; ``preserve``: the
+    preserved rows stacked ``(m, d)``, or ``None`` when nothing is preserved.
+    """
+
+    erase: list[EraseKeys]
+    preserve: torch.Tensor | None
 
 
-def preserve_keys(pipe, preserved: Sequence[str], token_choice: TokenChoice) -> torch.Tensor | None:
-    """The rows of the preserved concepts stacked ``(m, d)``, or ``None`` when there are none.
+def erasure_rows(
+    pipe,
+    concepts: Sequence[str],
+    guides: Sequence[str],
+    preserved: Sequence[str],
+    token_choice: TokenChoice,
+) -> ErasureRows:
+    """Encode every distinct text once and pick the rows ``token_choice`` says (see module docstring).
 
-    ``"last"``: each concept's last word token. ``"eos-aligned"``: every
-    position of each concept, with the empty prompt added if absent.
+    ``guides[i]`` guides ``concepts[i]``. Preserved concepts contribute their
+    last word token (``"last"``) or every position, with the empty prompt
+    always among them (``"eos-aligned"``).
     """
     if token_choice not in TOKEN_CHOICES:
         raise ValueError(f"token_choice must be one of {TOKEN_CHOICES}, got {token_choice!r}")
+    if len(guides) != len(concepts):
+        raise ValueError(f"{len(concepts)} concepts but {len(guides)} guides")
     preserved = list(dict.fromkeys(preserved))
     if token_choice == "eos-aligned" and "" not in preserved:
         preserved.append("")
-    if not preserved:
-        return None
-    encoded = encode_prompts(pipe, preserved)
+    texts = list(dict.fromkeys([*concepts, *guides, *preserved]))
+    encoded = dict(zip(texts, encode_prompts(pipe, texts)))
+    erase = [pair_rows(encoded[c], encoded[g], token_choice) for c, g in zip(concepts, guides)]
+    kept = [encoded[p] for p in preserved]
+    if not kept:
+        return ErasureRows(erase, None)
     if token_choice == "last":
-        return torch.stack([e.embedding[e.last_word] for e in encoded])
-    return torch.cat([e.embedding for e in encoded])
+        return ErasureRows(erase, torch.stack([e.embedding[e.last_word] for e in kept]))
+    return ErasureRows(erase, torch.cat([e.embedding for e in kept]))

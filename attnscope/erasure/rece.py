@@ -32,7 +32,7 @@ from typing import Sequence
 import torch
 
 from attnscope.erasure.edit import Edit
-from attnscope.erasure.embeddings import TokenChoice, erase_keys, preserve_keys
+from attnscope.erasure.embeddings import TokenChoice, erasure_rows
 from attnscope.erasure.layers import KVStack, kv_parameters, select_layers
 from attnscope.erasure.uce import edit_from_stages, normalise_guides, stack_rows, uce_matrix
 
@@ -89,12 +89,11 @@ def erase_rece(
     dtype = next(iter(params.values())).dtype
     stack = KVStack.from_tensors(params)
     device = stack.weight.device
-    erase = erase_keys(pipe, concepts, guides, token_choice)
-    kept = preserve_keys(pipe, preserve, token_choice)
-    kept = None if kept is None else kept.to(device)
+    text = erasure_rows(pipe, concepts, guides, preserve, token_choice)
+    kept = None if text.preserve is None else text.preserve.to(device)
     solve = dict(erase_scale=erase_scale, preserve_scale=preserve_scale)
 
-    indexed = list(enumerate(erase))
+    indexed = list(enumerate(text.erase))
     steps = [[item] for item in indexed] if progressive else [indexed]
     stages: list[tuple[str, KVStack]] = []
     artifacts = {f"keys/{k}": e.keys for k, e in indexed}
@@ -116,8 +115,8 @@ def erase_rece(
             adversarial = keys @ adversarial_matrix(stack.weight, original.weight, lam_r).T
             stack = stack.matmul(uce_matrix(adversarial, guide_rows, kept, lam=lam, **solve))
             stages.append((f"{prefix}rece epoch {epoch}", stack))
-            rows = adversarial.split([e.keys.shape[0] for _, e in step])
-            artifacts.update({f"adversarial/{len(stages) - 1}/{k}": r for (k, _), r in zip(step, rows)})
+            per_concept = adversarial.split([e.keys.shape[0] for _, e in step])
+            artifacts.update({f"adversarial/{len(stages) - 1}/{k}": a for (k, _), a in zip(step, per_concept)})
     extra = {"start": start.meta} if start is not None else {}
     return edit_from_stages(
         pipe,

@@ -29,7 +29,7 @@ from typing import Any, Sequence
 import torch
 
 from attnscope.erasure.edit import Edit, edit_meta
-from attnscope.erasure.embeddings import EraseKeys, TokenChoice, erase_keys, preserve_keys
+from attnscope.erasure.embeddings import EraseKeys, TokenChoice, erasure_rows
 from attnscope.erasure.layers import KVStack, kv_parameters, select_layers
 
 
@@ -132,10 +132,9 @@ def erase_uce(
     dtype = next(iter(params.values())).dtype
     stack = KVStack.from_tensors(params)
     device = stack.weight.device
-    erase = erase_keys(pipe, concepts, guides, token_choice)
-    kept = preserve_keys(pipe, preserve, token_choice)
-    kept = None if kept is None else kept.to(device)
-    steps = [[e] for e in erase] if progressive else [erase]
+    text = erasure_rows(pipe, concepts, guides, preserve, token_choice)
+    kept = None if text.preserve is None else text.preserve.to(device)
+    steps = [[e] for e in text.erase] if progressive else [text.erase]
     stages = []
     for step in steps:
         keys, guide_rows = stack_rows(step, device)
