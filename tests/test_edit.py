@@ -119,6 +119,16 @@ def test_an_edit_computed_on_top_of_another_records_it(pipe, edits):
     assert on_top.meta["base_fingerprint"] == first.meta["base_fingerprint"]
 
 
+def test_base_fingerprint_is_cached_and_refreshed_only_without_edits(pipe, edits):
+    first, _ = edits
+    cached = base_fingerprint(pipe)
+    with first.applied(pipe):
+        assert base_fingerprint(pipe) == cached
+        with pytest.raises(RuntimeError, match="while edits are applied"):
+            base_fingerprint(pipe, refresh=True)
+    assert base_fingerprint(pipe, refresh=True) == cached
+
+
 def test_bad_edits_fail_before_writing(pipe):
     before = _weights(pipe)
     name = "unet.mid_block.attentions.0.transformer_blocks.0.attn2.to_k.weight"

@@ -232,3 +232,17 @@ def test_cli_writes_a_loadable_edit(tmp_path, capsys):
                              "--model", "tiny-sd", "--device", "cpu", "--out", str(out)])
     with pytest.raises(ValueError, match="RECE"):
         erase.run(bad)
+
+
+def test_timing_benchmark_runs_in_smoke_mode(tmp_path):
+    import importlib.util
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "erasure_timing.py"
+    spec = importlib.util.spec_from_file_location("erasure_timing", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    out = tmp_path / "timing.md"
+    assert module.main(["--smoke", "--repeats", "1", "--out", str(out)]) == 0
+    table = out.read_text()
+    assert "| RECE, 3 epochs, last token |" in table and "edits finite: True" in table
