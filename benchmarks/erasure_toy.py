@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
-import torch
 
 from attnscope.datasets.toyworld import CLASSES, COLOUR_NAMES, MATERIALS, SIZES, SUPERCLASS_OF
 from attnscope.erasure import Edit, erase_rece, erase_uce

@@ -32,9 +32,9 @@ from typing import Sequence
 import torch
 
 from attnscope.erasure.edit import Edit
-from attnscope.erasure.embeddings import TokenChoice, erasure_rows
-from attnscope.erasure.layers import KVStack, kv_parameters, select_layers
-from attnscope.erasure.uce import edit_from_stages, normalise_guides, stack_rows, uce_matrix
+from attnscope.erasure.embeddings import TokenChoice
+from attnscope.erasure.layers import KVStack
+from attnscope.erasure.uce import edit_from_stages, erasure_problem, stack_rows, uce_matrix
 
 
 def adversarial_matrix(current: torch.Tensor, original: torch.Tensor, lam_r: float) -> torch.Tensor:
@@ -81,19 +81,15 @@ def erase_rece(
     artifacts ``keys/<k>`` hold concept ``k``'s erased rows ``(n, d)`` and
     ``adversarial/<stage>/<k>`` its ``c'`` after that stage.
     """
-    concepts = list(concepts)
-    guides = normalise_guides(concepts, guides)
     if start is not None and progressive:
         raise ValueError("start= is for one-shot RECE; progressive RECE computes its own UCE per concept")
-    params = kv_parameters(pipe, layers)
-    dtype = next(iter(params.values())).dtype
-    stack = KVStack.from_tensors(params)
-    device = stack.weight.device
-    text = erasure_rows(pipe, concepts, guides, preserve, token_choice)
-    kept = None if text.preserve is None else text.preserve.to(device)
+    problem = erasure_problem(pipe, concepts, guides, preserve, token_choice, layers)
+    uce_lam = lam if uce_lam is None else uce_lam
     solve = dict(erase_scale=erase_scale, preserve_scale=preserve_scale)
+    stack = problem.base
+    device = stack.weight.device
 
-    indexed = list(enumerate(text.erase))
+    indexed = list(enumerate(problem.erase))
     steps = [[item] for item in indexed] if progressive else [indexed]
     stages: list[tuple[str, KVStack]] = []
     artifacts = {f"keys/{k}": e.keys for k, e in indexed}
@@ -102,18 +98,17 @@ def erase_rece(
         keys, guide_rows = stack_rows([e for _, e in step], device)
         original = stack
         if start is None:
-            matrix = uce_matrix(keys, guide_rows, kept, lam=lam if uce_lam is None else uce_lam, **solve)
-            stack = stack.matmul(matrix)
+            stack = stack.matmul(uce_matrix(keys, guide_rows, problem.preserve, lam=uce_lam, **solve))
             stages.append((prefix + "uce", stack))
         else:
-            missing = sorted(set(params) - set(start.tensors))
+            missing = sorted(set(stack.names) - set(start.tensors))
             if missing:
                 raise ValueError(f"start edit lacks {len(missing)} of the K/V weights, e.g. {missing[0]}")
-            stack = KVStack.from_tensors({n: start.tensors[n].to(device) for n in params})
+            stack = KVStack.from_tensors({n: start.tensors[n].to(device) for n in stack.names})
             stages.append(("start", stack))
         for epoch in range(1, epochs + 1):
             adversarial = keys @ adversarial_matrix(stack.weight, original.weight, lam_r).T
-            stack = stack.matmul(uce_matrix(adversarial, guide_rows, kept, lam=lam, **solve))
+            stack = stack.matmul(uce_matrix(adversarial, guide_rows, problem.preserve, lam=lam, **solve))
             stages.append((f"{prefix}rece epoch {epoch}", stack))
             per_concept = adversarial.split([e.keys.shape[0] for _, e in step])
             artifacts.update({f"adversarial/{len(stages) - 1}/{k}": a for (k, _), a in zip(step, per_concept)})
@@ -122,23 +117,15 @@ def erase_rece(
         pipe,
         "rece",
         stages,
-        dtype,
+        problem.dtype,
         keep_stages,
         artifacts,
-        concepts=concepts,
-        guides=guides,
-        preserved=list(preserve),
-        hyper={
-            "lam": lam,
-            "uce_lam": lam if uce_lam is None else uce_lam,
-            "erase_scale": erase_scale,
-            "preserve_scale": preserve_scale,
-            "lam_r": lam_r,
-        },
+        **problem.meta,
+        hyper={"lam": lam, "uce_lam": uce_lam, "erase_scale": erase_scale, "preserve_scale": preserve_scale,
+               "lam_r": lam_r},
         epochs=epochs,
         token_choice=token_choice,
         progressive=progressive,
-        layers=select_layers(pipe.unet, layers),
         **extra,
     )
 

@@ -24,6 +24,7 @@ with targets from those weights).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 import torch
@@ -81,6 +82,49 @@ def stack_rows(erase: Sequence[EraseKeys], device: torch.device) -> tuple[torch.
     return keys, guides
 
 
+@dataclass(frozen=True)
+class ErasureProblem:
+    """What UCE and RECE read from the pipeline: the K/V weights and the text rows.
+
+    ``base``: the selected K/V weights stacked in float32; ``preserve``: the
+    preserved rows ``(m, d)`` on the weights' device, or ``None``.
+    """
+
+    concepts: list[str]
+    guides: list[str]
+    preserved: list[str]
+    layers: list[str]
+    dtype: torch.dtype
+    base: KVStack
+    erase: list[EraseKeys]
+    preserve: torch.Tensor | None
+
+    @property
+    def meta(self) -> dict[str, Any]:
+        return {"concepts": self.concepts, "guides": self.guides, "preserved": self.preserved, "layers": self.layers}
+
+
+def erasure_problem(
+    pipe,
+    concepts: Sequence[str],
+    guides: str | Sequence[str] | None,
+    preserve: Sequence[str],
+    token_choice: TokenChoice,
+    layers: str | Sequence[str],
+) -> ErasureProblem:
+    """Read the K/V weights of the selected ``layers`` and encode the texts once."""
+    concepts = list(concepts)
+    guides = normalise_guides(concepts, guides)
+    params = kv_parameters(pipe, layers)
+    base = KVStack.from_tensors(params)
+    text = erasure_rows(pipe, concepts, guides, preserve, token_choice)
+    kept = None if text.preserve is None else text.preserve.to(base.weight.device)
+    return ErasureProblem(
+        concepts, guides, list(preserve), select_layers(pipe.unet, layers),
+        next(iter(params.values())).dtype, base, text.erase, kept,
+    )
+
+
 def edit_from_stages(
     pipe,
     method: str,
@@ -126,20 +170,14 @@ def erase_uce(
     edit keeps each step as a stage). The pipeline's current weights
     (including any applied edit) are the starting point.
     """
-    concepts = list(concepts)
-    guides = normalise_guides(concepts, guides)
-    params = kv_parameters(pipe, layers)
-    dtype = next(iter(params.values())).dtype
-    stack = KVStack.from_tensors(params)
-    device = stack.weight.device
-    text = erasure_rows(pipe, concepts, guides, preserve, token_choice)
-    kept = None if text.preserve is None else text.preserve.to(device)
-    steps = [[e] for e in text.erase] if progressive else [text.erase]
+    problem = erasure_problem(pipe, concepts, guides, preserve, token_choice, layers)
+    stack = problem.base
+    steps = [[e] for e in problem.erase] if progressive else [problem.erase]
     stages = []
     for step in steps:
-        keys, guide_rows = stack_rows(step, device)
+        keys, guide_rows = stack_rows(step, stack.weight.device)
         matrix = uce_matrix(
-            keys, guide_rows, kept, lam=lam, erase_scale=erase_scale, preserve_scale=preserve_scale
+            keys, guide_rows, problem.preserve, lam=lam, erase_scale=erase_scale, preserve_scale=preserve_scale
         )
         stack = stack.matmul(matrix)
         stages.append((f"{step[0].concept}: uce" if progressive else "uce", stack))
@@ -147,13 +185,10 @@ def erase_uce(
         pipe,
         "uce",
         stages,
-        dtype,
+        problem.dtype,
         keep_stages,
-        concepts=concepts,
-        guides=guides,
-        preserved=list(preserve),
+        **problem.meta,
         hyper={"lam": lam, "erase_scale": erase_scale, "preserve_scale": preserve_scale},
         token_choice=token_choice,
         progressive=progressive,
-        layers=select_layers(pipe.unet, layers),
     )
