@@ -140,3 +140,17 @@ def test_bad_edits_fail_before_writing(pipe):
     with pytest.raises(KeyError, match="nowhere"):
         unknown.apply(pipe)
     assert _identical(_weights(pipe), before) and applied_edits(pipe) == []
+
+
+@pytest.mark.gpu
+def test_cuda_fp16_round_trip(tmp_path):
+    pipe = tiny_sd_pipeline(seed=5).to("cuda", torch.float16)
+    before = _weights(pipe)
+    edit = erase_rece(pipe, ["bench"], epochs=2, token_choice="eos-aligned")
+    assert all(t.is_cuda and t.dtype == torch.float16 and torch.isfinite(t).all() for t in edit.tensors.values())
+    loaded = Edit.load(edit.save(tmp_path / "bench.edit"), device="cuda")
+    with edit.applied(pipe):
+        direct = _weights(pipe)
+    with loaded.applied(pipe):
+        assert _identical(_weights(pipe), direct)
+    assert _identical(_weights(pipe), before)
