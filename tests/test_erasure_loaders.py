@@ -107,6 +107,9 @@ def test_partial_release_with_foreign_keys_and_tolerance(pipe):
         edit_from_unet_state_dict(pipe, {TO_K: torch.zeros(2, 2)})
     with pytest.raises(ValueError, match="none of the"):
         edit_from_unet_state_dict(pipe, {"foo.weight": torch.zeros(1)})
+    partial_ldm = {_ldm_name(k): v for k, v in pipe.unet.state_dict().items() if "attn2.to_k" in k}
+    with pytest.raises(ValueError, match="whole UNet"):
+        edit_from_unet_state_dict(pipe, partial_ldm)
 
 
 def test_fp32_release_of_an_fp16_model_ignores_rounding_noise():

@@ -14,10 +14,14 @@ from __future__ import annotations
 import argparse
 import time
 from collections import defaultdict
+from typing import TYPE_CHECKING
 
 import torch
 
 from attnscope.commands.common import add_model_options, load_from_args
+
+if TYPE_CHECKING:
+    from attnscope.erasure.edit import Edit, TensorChange
 
 # Hyper-parameter flags: argparse dest → keyword of erase_uce/erase_rece.
 _HYPER = ("lam", "uce_lam", "erase_scale", "preserve_scale", "lam_r", "epochs", "token_choice")
@@ -83,7 +87,7 @@ def _compute(pipe, args: argparse.Namespace):
     )
 
 
-def summary(edit, pipe_changes, seconds: float) -> str:
+def summary(edit: "Edit", pipe_changes: "list[TensorChange]", seconds: float) -> str:
     """A short report: method, concepts, time, and per-layer relative change of K and V."""
     meta = edit.meta
     lines = [
@@ -92,17 +96,14 @@ def summary(edit, pipe_changes, seconds: float) -> str:
         + (f", concepts {meta['concepts']}" if "concepts" in meta else "")
         + (f", stages {len(meta['stages'])}" if meta.get("stages") else ""),
     ]
-    by_layer: dict[str, dict[str, float]] = defaultdict(dict)
-    for row in pipe_changes:
-        module, _, param = row.name.rpartition(".")
-        layer, _, projection = module.rpartition(".")
-        by_layer[layer][f"{projection}.{param}" if projection in ("to_k", "to_v") else param] = row.relative
-    kv = all(set(v) <= {"to_k.weight", "to_v.weight"} for v in by_layer.values())
-    if kv:
+    if all(r.name.endswith((".to_k.weight", ".to_v.weight")) for r in pipe_changes):
+        by_layer: dict[str, dict[str, float]] = defaultdict(dict)
+        for row in pipe_changes:
+            layer, projection = row.name.removeprefix("unet.").removesuffix(".weight").rsplit(".", 1)
+            by_layer[layer][projection] = row.relative
         lines.append(f"{'layer':<64} {'‖ΔK‖/‖K‖':>10} {'‖ΔV‖/‖V‖':>10}")
         for layer, rel in by_layer.items():
-            k, v = rel.get("to_k.weight", 0.0), rel.get("to_v.weight", 0.0)
-            lines.append(f"{layer.removeprefix('unet.'):<64} {k:>10.4f} {v:>10.4f}")
+            lines.append(f"{layer:<64} {rel.get('to_k', 0.0):>10.4f} {rel.get('to_v', 0.0):>10.4f}")
     else:
         top = sorted(pipe_changes, key=lambda r: -r.relative)[:20]
         lines.append(f"largest relative changes ({len(top)} of {len(pipe_changes)}):")

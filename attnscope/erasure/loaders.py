@@ -57,12 +57,26 @@ def _strip_prefixes(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 def unet_state_dict(pipe, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """``state`` with diffusers UNet names (LDM names converted for ``pipe.unet``'s config)."""
-    if any(k.startswith(LDM_UNET_PREFIX) for k in state):
-        from diffusers.loaders.single_file_utils import convert_ldm_unet_checkpoint
+    """``state`` with diffusers UNet names (LDM names converted for ``pipe.unet``'s config).
 
-        return convert_ldm_unet_checkpoint(state, dict(pipe.unet.config))
-    return _strip_prefixes(state)
+    An LDM release must hold the whole UNet: diffusers' converter infers the
+    block layout from the keys, so a partial one would be renamed wrongly.
+    """
+    ldm_keys = sum(k.startswith(LDM_UNET_PREFIX) for k in state)
+    if not ldm_keys:
+        return _strip_prefixes(state)
+    from diffusers.loaders.single_file_utils import convert_ldm_unet_checkpoint
+
+    try:
+        converted = convert_ldm_unet_checkpoint(state, dict(pipe.unet.config))
+    except KeyError:  # the converter indexes blocks it inferred from the keys
+        converted = {}
+    if len(converted) != ldm_keys:
+        raise ValueError(
+            f"an original-SD (LDM) release must hold the whole UNet: {ldm_keys} '{LDM_UNET_PREFIX}*' tensors "
+            f"became {len(converted)} diffusers tensors"
+        )
+    return converted
 
 
 @torch.no_grad()
