@@ -102,12 +102,13 @@ def test_train_smoke_and_resume(tmp_path):
     from attnscope.models.toy import train
 
     run1, run2 = tmp_path / "run1", tmp_path / "run2"
-    train.main(["--out", str(run1), "--tiny", "--minutes", "0.08", "--batch", "4", "--log-every", "1"])
+    train.main(["--out", str(run1), "--tiny", "--minutes", "0.08", "--batch", "4", "--log-every", "1",
+                "--sample-steps", "2"])
     meta = json.loads((run1 / "state.json").read_text())
     assert meta["step"] > 0 and (run1 / "samples.png").exists()
     assert all((run1 / s).stat().st_size <= 15 * 10**6 for s in meta["shards"])
     train.main(["--out", str(run2), "--resume", str(run1), "--minutes", "0.05", "--batch", "4", "--log-every", "1",
-                "--export-pipeline"])
+                "--sample-steps", "2", "--export-pipeline"])
     meta2 = json.loads((run2 / "state.json").read_text())
     assert meta2["step"] > meta["step"] and meta2["config"] == meta["config"]
     log = [json.loads(line) for line in (run2 / "train_log.jsonl").read_text().splitlines()]

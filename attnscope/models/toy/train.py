@@ -9,7 +9,8 @@ training device, turns it into 12×32×32 "latents" (2×2 space-to-depth), and
 trains UNet and text encoder jointly: v-prediction on the cosine schedule,
 min-SNR-γ weighting (floored at 1 so the noisiest steps, which decide the
 layout, keep their weight), 10% empty prompts for classifier-free guidance,
-bf16 autocast on CUDA, AdamW, an EMA of the weights.
+bf16 autocast on CUDA, AdamW (LR warm-up, then linear from ``--lr`` to
+``--lr-end`` over the call: decay it in the last call), an EMA of the weights.
 
 The run stops by itself ``--minutes`` after start-up (a safety margin
 included) and writes into ``--out`` at most 7 files, each ≤ 15 MB:
@@ -307,7 +308,8 @@ def train(args: argparse.Namespace) -> None:
             scenes, ids = stream.next()
             images, _ = render(scenes, device=device)
             x0 = images_to_latents(images)
-            lr = args.lr * min(1.0, (step - first_step + 1) / args.warmup)
+            progress = min(1.0, (time.time() - t_start) / (deadline - t_start))
+            lr = (args.lr + (args.lr_end - args.lr) * progress) * min(1.0, (step - first_step + 1) / args.warmup)
             for group in optimizer.param_groups:
                 group["lr"] = lr
             with autocast:
@@ -344,7 +346,7 @@ def train(args: argparse.Namespace) -> None:
     print(f"saved state at step {step} to {out} ({time.time() - t_start:.0f} s since start)", flush=True)
     unet.eval()
     text_encoder.eval()
-    save_samples(pipe, ema.shadow, out / "samples.png")
+    save_samples(pipe, ema.shadow, out / "samples.png", steps=args.sample_steps)
     if args.export_pipeline:
         export(out, out / "pipeline")
     print(f"done in {time.time() - t_start:.0f} s", flush=True)
@@ -357,12 +359,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--minutes", type=float, default=8.0, help="wall-clock budget from start-up to exit")
     p.add_argument("--batch", type=int, default=256)
     p.add_argument("--lr", type=float, default=5e-4)
+    p.add_argument("--lr-end", type=float, help="LR reached linearly at the end of this call (default: --lr)")
     p.add_argument("--warmup", type=int, default=200, help="LR warm-up steps (also after a resume)")
     p.add_argument("--ema-decay", type=float, default=0.999)
     p.add_argument("--snr-gamma", type=float, default=5.0)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--prediction-type", default="v_prediction", choices=["v_prediction", "epsilon"])
     p.add_argument("--log-every", type=int, default=50)
+    p.add_argument("--sample-steps", type=int, default=30, help="sampling steps of samples.png")
     p.add_argument("--compile", action="store_true", help="torch.compile the UNet")
     p.add_argument("--tiny", action="store_true", help="tiny model, for smoke tests")
     p.add_argument("--cpu", action="store_true", help="train on CPU even if CUDA is present")
@@ -372,6 +376,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if not args.export and not args.out:
         p.error("--out is required unless --export is given")
+    if args.lr_end is None:
+        args.lr_end = args.lr
     return args
 
 
