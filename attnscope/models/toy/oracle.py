@@ -34,14 +34,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 from PIL import Image
 from safetensors.torch import load_file, save_file
-from scipy import ndimage
 
 from attnscope.datasets.toyworld import CLASSES, COLOUR_NAMES, HIERARCHY, MATERIALS, SIZES, SUPERCLASS_OF
 from attnscope.judges.base import Answer, ImageLike
 
 FIELDS: dict[str, tuple[str, ...]] = {"cls": CLASSES, "colour": COLOUR_NAMES, "material": MATERIALS, "size": SIZES}
 CROP = 40
-_EIGHT = np.ones((3, 3), bool)
 
 
 def default_oracle_path() -> Path:
@@ -95,6 +93,38 @@ def foreground(images: torch.Tensor, background: torch.Tensor, threshold: float)
     return ((smooth > threshold) & (raw > threshold)) | (raw > 2.5 * threshold)
 
 
+def label_components(masks: torch.Tensor) -> torch.Tensor:
+    """8-connected component labels (N, H, W) int64 of masks (N, H, W) bool.
+
+    0 is background; a component's label is 1 + the largest flat pixel index
+    in it (labels are not consecutive). Computed by propagating the maximum
+    through 3×3 neighbourhoods until nothing changes.
+    """
+    n, h, w = masks.shape
+    m = masks[:, None]
+    ids = torch.arange(1, h * w + 1, dtype=torch.float32, device=masks.device).view(1, 1, h, w)
+    labels = torch.where(m, ids, 0.0)
+    while True:
+        grown = torch.where(m, F.max_pool2d(labels, 3, 1, 1), 0.0)
+        if torch.equal(grown, labels):
+            return labels[:, 0].long()
+        labels = grown
+
+
+def _dilate(mask: np.ndarray, radius: int) -> np.ndarray:
+    """Dilate a (H, W) bool mask by a (2 radius + 1)² square."""
+    out = mask.copy()
+    for axis in (0, 1):
+        grown = out.copy()
+        for shift in range(1, radius + 1):
+            grown[(slice(shift, None),) if axis == 0 else (slice(None), slice(shift, None))] |= (
+                out[(slice(None, -shift),) if axis == 0 else (slice(None), slice(None, -shift))])
+            grown[(slice(None, -shift),) if axis == 0 else (slice(None), slice(None, -shift))] |= (
+                out[(slice(shift, None),) if axis == 0 else (slice(None), slice(shift, None))])
+        out = grown
+    return out
+
+
 def _extent(mask: np.ndarray) -> int:
     ys, xs = np.nonzero(mask)
     return int(max(np.ptp(xs), np.ptp(ys))) + 1
@@ -107,7 +137,7 @@ def _merge_close(parts: list[np.ndarray], gap: int, max_extent: int) -> list[np.
     while merged:
         merged = False
         for i in range(len(parts)):
-            reach = ndimage.binary_dilation(parts[i], iterations=gap)
+            reach = _dilate(parts[i], gap)
             for j in range(len(parts)):
                 if j != i and (reach & parts[j]).any() and _extent(parts[i] | parts[j]) <= max_extent:
                     parts[i] = parts[i] | parts.pop(j)
@@ -118,16 +148,17 @@ def _merge_close(parts: list[np.ndarray], gap: int, max_extent: int) -> list[np.
     return parts
 
 
-def components(mask: np.ndarray, config: SegmentConfig = SegmentConfig()) -> list[np.ndarray]:
-    """Split a foreground mask (H, W) into object masks (each (H, W) bool), largest first.
+def components(labels: np.ndarray, config: SegmentConfig = SegmentConfig()) -> list[np.ndarray]:
+    """Object masks (each (H, W) bool), largest first, from component labels (H, W) (see
+    :func:`label_components`).
 
-    8-connected components are merged when close and still object-sized
-    together (a metal sheen can cut a thin part off), split in two when wider
-    than one object can be (touching objects), and dropped when tiny (noise).
+    Components are merged when close and still object-sized together (a
+    metal sheen can cut a thin part off), split in two when wider than one
+    object can be (touching objects), and dropped when tiny (noise).
     """
-    labels, k = ndimage.label(mask, structure=_EIGHT)
-    sizes = np.bincount(labels.ravel(), minlength=k + 1)[1:]
-    keep = [i + 1 for i in np.argsort(-sizes)[: config.max_parts] if sizes[i] >= config.min_part]
+    ids, sizes = np.unique(labels[labels > 0], return_counts=True)
+    order = np.argsort(-sizes, kind="stable")[: config.max_parts]
+    keep = [ids[i] for i in order if sizes[i] >= config.min_part]
     parts = _merge_close([labels == i for i in keep], config.merge_gap, config.merge_extent)
     objects = []
     for part in parts:
@@ -146,8 +177,8 @@ def components(mask: np.ndarray, config: SegmentConfig = SegmentConfig()) -> lis
 def segment(images: torch.Tensor, config: SegmentConfig = SegmentConfig()) -> list[list[np.ndarray]]:
     """Object masks of each image of a batch (N, 3, H, W) in [0, 1] (see module docstring)."""
     background = background_colour(images)
-    fg = foreground(images, background, config.threshold).cpu().numpy()
-    return [components(m, config) for m in fg]
+    labels = label_components(foreground(images, background, config.threshold)).cpu().numpy()
+    return [components(lab, config) for lab in labels]
 
 
 # --------------------------------------------------------------------------- crops
