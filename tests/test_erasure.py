@@ -188,8 +188,9 @@ def test_layer_selection_and_errors(pipe):
         "unet.mid_block.attentions.0.transformer_blocks.0.attn2.to_v.weight",
     ]
     assert edit.meta["layers"] == ["mid_block.attentions.0.transformer_blocks.0.attn2"]
-    with pytest.raises(ValueError, match="matches no cross-attention layer"):
+    with pytest.raises(ValueError, match="no cross-attention layer matches"):
         erase_uce(pipe, ["bench"], layers=["nowhere.*"])
+    assert all(".up_blocks." in n for n in erase_uce(pipe, ["bench"], layers="up").tensors)
     with pytest.raises(ValueError, match="guide"):
         erase_uce(pipe, ["bench", "bird", "car"], guides=["a", "b"])
     with pytest.raises(ValueError, match="token_choice"):

@@ -1,9 +1,10 @@
 """The weights closed-form erasure edits: cross-attention ``to_k``/``to_v``.
 
-A cross-attention layer is a diffusers ``Attention`` module whose name ends in
-``attn2`` (SD 1.x/2.x, SDXL and the toy model share this). Its key and value
-projections map a text embedding ``c`` (``d`` = the text encoder's width) to
-keys/values: ``k = W_k c``, ``v = W_v c`` with ``W`` of shape ``(out, d)``.
+Cross-attention layers are found and selected as capture does
+(:mod:`attnscope.hooks.layers`): diffusers ``Attention`` modules whose keys
+come from the text, named ``...attn2`` in SD 1.x/2.x, SDXL and the toy model.
+A layer's key and value projections map a text embedding ``c`` (``d`` = the
+text encoder's width) to ``k = W_k c``, ``v = W_v c``, ``W`` of shape ``(out, d)``.
 
 Parameters are named relative to the pipeline, e.g.
 ``unet.down_blocks.1.attentions.0.transformer_blocks.0.attn2.to_k.weight``.
@@ -12,35 +13,26 @@ Parameters are named relative to the pipeline, e.g.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from fnmatch import fnmatchcase
 from typing import Sequence
 
 import torch
-from diffusers.models.attention_processor import Attention
+
+from attnscope.hooks.layers import cross_attention_layers
+from attnscope.hooks.layers import select_layers as select_cross_attention
 
 PROJECTIONS = ("to_k", "to_v")
 
 
-def cross_attention_names(unet: torch.nn.Module) -> list[str]:
-    """Module paths of the UNet's cross-attention layers, in ``named_modules`` order."""
-    return [n for n, m in unet.named_modules() if n.endswith("attn2") and isinstance(m, Attention)]
-
-
 def select_layers(unet: torch.nn.Module, layers: str | Sequence[str] = "all") -> list[str]:
-    """Cross-attention layer paths matching ``layers``: ``"all"`` or names/globs.
+    """Module paths of the cross-attention layers matching ``layers``, in forward order.
 
-    Raises ``ValueError`` naming the available layers when a pattern matches none.
+    ``layers``: ``"all"``, or names, globs (``"up_blocks.*"``) and places
+    (``"down"``, ``"mid"``, ``"up"``), as capture selects them.
     """
-    names = cross_attention_names(unet)
-    if not names:
-        raise ValueError(f"{type(unet).__name__} has no cross-attention ('attn2') layers to edit")
-    if layers == "all":
-        return names
-    patterns = [layers] if isinstance(layers, str) else list(layers)
-    for pattern in patterns:
-        if not any(fnmatchcase(n, pattern) for n in names):
-            raise ValueError(f"layer pattern {pattern!r} matches no cross-attention layer; have {names}")
-    return [n for n in names if any(fnmatchcase(n, p) for p in patterns)]
+    found = cross_attention_layers(unet)
+    if not found:
+        raise ValueError(f"{type(unet).__name__} has no cross-attention layers to edit")
+    return [layer.name for layer in select_cross_attention(found, layers)]
 
 
 def kv_parameters(pipe, layers: str | Sequence[str] = "all") -> dict[str, torch.nn.Parameter]:
