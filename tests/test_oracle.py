@@ -88,7 +88,7 @@ def test_describe_accepts_pil_uint8_and_tensors(quick_oracle, scenes_and_renders
     from PIL import Image
 
     pil = [Image.fromarray(a) for a in arrays]
-    for form in (pil, list(arrays), images[:3]):
+    for form in (pil, list(arrays), images[:3], list(images[:3])):
         dets = quick_oracle.describe(form)
         assert len(dets) == 3 and all(len(d) >= 1 for d in dets)
         d = dets[0][0]

@@ -273,11 +273,13 @@ class Detection:
         return float(sum(self.probs["cls"].get(c, 0.0) for c in members))
 
 
-def as_image_tensor(images: Sequence[ImageLike] | np.ndarray | torch.Tensor) -> torch.Tensor:
+def as_image_tensor(images: Sequence[ImageLike | torch.Tensor] | np.ndarray | torch.Tensor) -> torch.Tensor:
     """Images as float32 (N, 3, H, W) in [0, 1], from PIL images, uint8 or float arrays (H, W, 3)
-    (or one array (N, H, W, 3)), or a tensor (N, 3, H, W) in [0, 1]."""
+    (or one array (N, H, W, 3)), tensors (3, H, W), or a tensor (N, 3, H, W) in [0, 1]."""
     if isinstance(images, torch.Tensor):
         return images.detach().float().cpu()
+    if len(images) and all(isinstance(im, torch.Tensor) for im in images):
+        return torch.stack([im.detach().float().cpu() for im in images])
     arrays = [np.asarray(im.convert("RGB") if isinstance(im, Image.Image) else im) for im in images]
     arrays = [a.astype(np.float32) / 255.0 if a.dtype == np.uint8 else a.astype(np.float32) for a in arrays]
     if not arrays:
