@@ -49,10 +49,10 @@ def _is_toy_folder(folder: Path) -> bool:
     return index.get("_class_name") == "ToyWorldPipeline"
 
 
-def _from_folder(folder: Path, dtype: torch.dtype | None):
+def _from_folder(folder: Path, dtype: torch.dtype):
     from diffusers import DiffusionPipeline
 
-    kwargs = {"torch_dtype": dtype} if dtype is not None else {}
+    kwargs = {"torch_dtype": dtype, "low_cpu_mem_usage": False}
     if _is_toy_folder(folder):
         from attnscope.models.toy import ToyWorldPipeline
 
@@ -63,11 +63,11 @@ def _from_folder(folder: Path, dtype: torch.dtype | None):
     return DiffusionPipeline.from_pretrained(folder, local_files_only=True, **kwargs)
 
 
-def _from_hub_cache(model_id: str, dtype: torch.dtype | None):
+def _from_hub_cache(model_id: str, dtype: torch.dtype):
     from diffusers import DiffusionPipeline
     from huggingface_hub import constants
 
-    kwargs = {"torch_dtype": dtype} if dtype is not None else {}
+    kwargs = {"torch_dtype": dtype, "low_cpu_mem_usage": False}
     try:
         return DiffusionPipeline.from_pretrained(
             model_id, local_files_only=True, safety_checker=None, requires_safety_checker=False, **kwargs
@@ -89,13 +89,17 @@ def load_pipeline(
     dtype: torch.dtype | None = None,
     progress_bar: bool = False,
 ):
-    """Load ``model`` (see module docstring) onto ``device`` in ``dtype``.
+    """Load ``model`` (see module docstring) onto ``device`` in ``dtype``
+    (default: float16 on CUDA, float32 on CPU).
 
     The returned object is a diffusers pipeline (the toy model's is a
     ``DiffusionPipeline`` subclass), so ``pipe(prompt, ...)`` samples and
     ``pipe.unet`` holds the cross-attention layers.
     """
     name = TOY if model is None else str(model)
+    device = resolve_device(device)
+    if dtype is None:
+        dtype = torch.float16 if device.type == "cuda" else torch.float32
     if name == TOY:
         from attnscope.models.toy import default_model_path
 
@@ -105,7 +109,7 @@ def load_pipeline(
         pipe = _from_folder(folder, dtype)
     elif name in TINY_BUILDERS:
         pipe = _tiny_builder(name)()
-        if dtype is not None:
+        if dtype != torch.float32:
             pipe.to(dtype=dtype)
     elif Path(name).is_dir():
         if not (Path(name) / "model_index.json").exists():
@@ -113,7 +117,7 @@ def load_pipeline(
         pipe = _from_folder(Path(name), dtype)
     else:
         pipe = _from_hub_cache(name, dtype)
-    pipe.to(resolve_device(device))
+    pipe.to(device)
     pipe.set_progress_bar_config(disable=not progress_bar)
     pipe.attnscope_model_id = name
     return pipe
