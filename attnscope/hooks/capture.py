@@ -319,7 +319,7 @@ class Capture:
         scheduler = self.pipe.scheduler
         if self._fingerprint is None:
             self._fingerprint = pipeline_fingerprint(self.pipe)
-        edits = getattr(self.pipe, "attnscope_edits", None) or []
+        edits = [applied.edit for applied in getattr(self.pipe, "attnscope_edits", None) or []]
         return CaptureSchema(
             height=latent_hw[0] * scale,
             width=latent_hw[1] * scale,

@@ -277,7 +277,7 @@ class RunFile:
         lines = [
             f"runs: {len(self)} ({int(complete.sum())} complete, {int(self.has_image.sum())} with images)",
             f"model: {schema.model.get('id', '?')} (fingerprint {schema.model.get('fingerprint', '?')[:12]})",
-            f"edit: {json.dumps(schema.edit.get('method')) + ' ' + str(schema.edit.get('concepts')) if schema.edit else 'none'}",
+            f"edit: {_describe_edits(schema.edit)}",
             f"image: {schema.height}x{schema.width}; steps stored: {len(schema.steps)} of {len(schema.timesteps)}; "
             f"heads: {schema.heads}; branch: {schema.branch}; dtype: {schema.dtype}",
             f"layers ({len(schema.layers)}):",
@@ -290,6 +290,13 @@ class RunFile:
             words = " ".join(self.words(run))
             lines.append(f"  [{run}] seed={self.column('seed')[run]} complete={bool(complete[run])} words: {words}")
         return "\n".join(lines)
+
+
+def _describe_edits(edit: dict | None) -> str:
+    """``"uce ['bench']; rece ['bird']"`` from a schema's edit field (``{"edits": [meta, ...]}``)."""
+    if not edit:
+        return "none"
+    return "; ".join(f"{meta.get('method')} {meta.get('concepts', '')}".strip() for meta in edit.get("edits", [edit]))
 
 
 def open_runs(paths: Iterable[str | os.PathLike]) -> list[RunFile]:
