@@ -45,3 +45,18 @@ def save(figure, path: str | Path) -> Path:
     figure.savefig(path)
     plt.close(figure)
     return path
+
+
+FORMATS = ("png", "pdf", "svg")
+
+
+def save_all(figure, stem: str | Path, formats: tuple[str, ...] = FORMATS) -> list[Path]:
+    """Save ``figure`` as ``stem.png``, ``stem.pdf``, ``stem.svg`` (or ``formats``) and close it."""
+    paths = []
+    for ext in formats:
+        path = Path(f"{stem}.{ext}")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        figure.savefig(path)
+        paths.append(path)
+    plt.close(figure)
+    return paths
