@@ -34,6 +34,12 @@ def test_otsu_of_a_constant_map_has_empty_foreground():
     assert not otsu_mask(np.ones((4, 4))).any()
 
 
+def test_otsu_of_a_one_cell_map_has_empty_foreground():
+    maps = np.array([[[0.3]], [[0.0]]])  # two 1×1 maps
+    assert otsu_threshold(maps) == pytest.approx([0.3, 0.0])
+    assert not otsu_mask(maps).any()
+
+
 def test_resize_area_averages_blocks_and_keeps_constants():
     x = np.arange(16.0).reshape(4, 4)
     assert resize(x, (2, 2)) == pytest.approx(np.array([[2.5, 4.5], [10.5, 12.5]]))

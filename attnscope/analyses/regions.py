@@ -85,6 +85,8 @@ def otsu_threshold(maps: np.ndarray) -> np.ndarray:
     x = np.asarray(maps, dtype=float)
     values = np.sort(x.reshape(x.shape[:-2] + (-1,)), axis=-1)
     n = values.shape[-1]
+    if n == 1:  # a 1×1 map (SD's mid block on a small latent) is constant
+        return values[..., 0]
     low_count = np.arange(1, n)
     cumulative = np.cumsum(values, axis=-1)
     low_mean = cumulative[..., :-1] / low_count
