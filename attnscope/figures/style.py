@@ -15,6 +15,7 @@ TWO_COLUMN = 7.0
 # Okabe–Ito: distinguishable under the common colour-vision deficiencies
 PALETTE = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000")
 HEATMAP = "inferno"  # perceptually uniform, readable in greyscale
+SEQUENTIAL = "viridis"  # values that are not drawn over images (scores, similarities)
 DIVERGING = "RdBu_r"
 
 RC = {
