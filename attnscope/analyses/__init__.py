@@ -10,6 +10,12 @@
   evasion and attribute leakage tables with intervals.
 * :mod:`~attnscope.analyses.entanglement` — concept similarity through every
   cross-attention K/V projection, before vs after an edit; 2-D maps.
+* :mod:`~attnscope.analyses.concepts` — concept sets around an erased class
+  and each concept's relation to it (sibling, variant, ...).
+* :mod:`~attnscope.analyses.run_binding` — binding and drift read from run
+  files, runs paired by prompt and seed, per layer and step.
+* :mod:`~attnscope.analyses.attribution` — integrated gradients of an
+  attention or prediction target to the prompt's tokens.
 
 Names are imported on first use, so ``import attnscope.analyses`` is cheap
 (entanglement pulls in torch only when asked for).
@@ -54,6 +60,19 @@ _EXPORTS = {
     "Map2D": "entanglement",
     "kv_images": "entanglement",
     "map_2d": "entanglement",
+    "relation": "concepts",
+    "toy_concepts": "concepts",
+    "DriftStudy": "run_binding",
+    "drift_study": "run_binding",
+    "pair_runs": "run_binding",
+    "run_binding": "run_binding",
+    "Target": "attribution",
+    "TokenAttribution": "attribution",
+    "Trace": "attribution",
+    "attention_target": "attribution",
+    "integrated_gradients": "attribution",
+    "noise_target": "attribution",
+    "trace": "attribution",
 }
 
 __all__ = sorted(_EXPORTS)
