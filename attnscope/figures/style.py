@@ -43,7 +43,8 @@ def save(figure, path: str | Path) -> Path:
     """Save by extension (.png, .pdf, .svg) and close the figure."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path)
+    with paper_style():  # savefig reads dpi and bbox from the rc parameters at save time
+        figure.savefig(path)
     plt.close(figure)
     return path
 
@@ -57,7 +58,8 @@ def save_all(figure, stem: str | Path, formats: tuple[str, ...] = FORMATS) -> li
     for ext in formats:
         path = Path(f"{stem}.{ext}")
         path.parent.mkdir(parents=True, exist_ok=True)
-        figure.savefig(path)
+        with paper_style():
+            figure.savefig(path)
         paths.append(path)
     plt.close(figure)
     return paths
