@@ -61,6 +61,7 @@ def test_drift_study_has_the_known_answer(hand_made):
         study = drift_study(before, after, "wooden")
     assert study.objects == ("bench", "bird") and study.own == "bench"
     assert study.before.score.shape == (2, 3, 1, 2)  # pairs, steps, layers, objects
+    np.testing.assert_allclose(study.area, 0.5)
     before, after = study.per_pair("score")
     np.testing.assert_allclose(before, [[1, 0], [1, 0]], atol=1e-6)
     np.testing.assert_allclose(after, [[0, 1], [0, 1]], atol=1e-6)
@@ -174,3 +175,21 @@ def test_attribute_command(tmp_path, capsys):
     for stem in ("attribution", "attribution_maps"):
         assert all((out / f"{stem}.{ext}").stat().st_size > 0 for ext in FIGURES)
     assert "squared change" in capsys.readouterr().out
+
+
+def test_drift_benchmark_runs_in_smoke_mode(tmp_path):
+    import importlib.util
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "drift.py"
+    spec = importlib.util.spec_from_file_location("drift_benchmark", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    out = tmp_path / "drift.md"
+    assert module.main(["--smoke", "--out", str(out), "--results", str(tmp_path / "results"),
+                        "--figures", str(tmp_path / "figures"), "--work", str(tmp_path / "work"),
+                        "--resamples", "100", "--threads", str(torch.get_num_threads())]) == 0
+    report = out.read_text()
+    assert "Smoke run" in report and "| the bird is wooden |" in report
+    assert (tmp_path / "figures" / "oracle" / "drift_panel.png").exists()
+    assert (tmp_path / "results" / "drift.json").exists()

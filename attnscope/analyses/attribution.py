@@ -36,7 +36,9 @@ the keys.) With the word's positions ``W`` and the object's region ``R``
 * ``"mass"``: ``Σ_i R_i Σ_{j∈W} p(i,j) / Σ_i R_i`` — how much the region's
   cells attend to the word, on average;
 
-and ``F`` is its mean over the chosen layers and steps.
+and ``F`` is its mean over the chosen layers and steps. At the baseline the
+word's positions hold end/padding tokens, so ``F(baseline)`` is what those
+positions would get.
 
 **(b) Noise target** (:func:`noise_target`). At each chosen step (a noise
 level of the same trajectory) the squared change of the UNet's prediction

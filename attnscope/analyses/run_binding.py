@@ -153,7 +153,9 @@ class DriftStudy:
     ``before``/``after``: :class:`Binding` with arrays (pairs, steps, layers, K),
     objects in ``objects`` order; ``own``: the object the word describes;
     ``found``: (pairs, K) whether each object's region was non-empty;
-    ``steps``: stored step indices; ``layers``: layer names.
+    ``area``: (pairs, K) the fraction of the image each region covers (what
+    a uniform map would score); ``steps``: stored step indices; ``layers``:
+    layer names.
     """
 
     word: str
@@ -166,6 +168,7 @@ class DriftStudy:
     before: Binding
     after: Binding
     found: np.ndarray
+    area: np.ndarray
 
     @property
     def clusters(self) -> list[str]:
@@ -216,7 +219,8 @@ class DriftStudy:
                 for k, name in enumerate(self.objects):
                     rows.append(dict(
                         prompt=pair.prompt, seed=pair.seed, run_before=pair.before, run_after=pair.after,
-                        object=name, region_found=bool(self.found[i, k]), quantity=quantity,
+                        object=name, region_found=bool(self.found[i, k]), region_area=float(self.area[i, k]),
+                        quantity=quantity,
                         before=float(before[i, k]), after=float(after[i, k]),
                         delta=float(after[i, k] - before[i, k]),
                     ))
@@ -251,6 +255,7 @@ class DriftStudy:
             "steps": [int(s) for s in self.steps],
             "layers": list(self.layers),
             "regions_found": {o: int(self.found[:, k].sum()) for k, o in enumerate(self.objects)},
+            "region_area": {o: float(self.area[:, k].mean()) for k, o in enumerate(self.objects)},
             "binding": {
                 quantity: {
                     name: {part: _interval_dict(getattr(pi, part)) for part in ("a", "b", "difference")}
@@ -316,7 +321,7 @@ def drift_study(
         raise ValueError("regions='oracle' needs an oracle")
     names = list(layers or [spec.name for spec in before.layers])
 
-    found, measured_before, measured_after = [], [], []
+    found, area, measured_before, measured_after = [], [], [], []
     for pair in pairs:
         if regions == "attention":
             masks = attention_regions(before, pair.before, objects)
@@ -325,12 +330,13 @@ def drift_study(
         else:
             raise ValueError(f"regions must be 'attention' or 'oracle', not {regions!r}")
         found.append([bool(masks[o].any()) for o in objects])
+        area.append([float(np.mean(masks[o])) for o in objects])
         measured_before.append(run_binding(before, pair.before, word, masks, names))
         measured_after.append(run_binding(after, pair.after, word, masks, names))
     return DriftStudy(
         word=word, own=own, objects=objects, regions=regions, steps=tuple(int(s) for s in before.steps),
         layers=tuple(names), pairs=tuple(pairs), before=_stack(measured_before, 0),
-        after=_stack(measured_after, 0), found=np.array(found, dtype=bool),
+        after=_stack(measured_after, 0), found=np.array(found, dtype=bool), area=np.array(area),
     )
 
 

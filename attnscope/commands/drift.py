@@ -86,9 +86,10 @@ def median_pair(study) -> int:
     return int(order[(len(order) - 1) // 2])
 
 
-def write_outputs(study, before, after, out: Path, *, example: int = 0, oracle=None,
-                  n_resamples: int = 2000) -> list[Path]:
-    """Write the JSON, CSVs and figures of a :class:`~attnscope.analyses.run_binding.DriftStudy` into ``out``.
+def write_outputs(study, before, after, out: Path, *, example: int = 0, oracle=None, n_resamples: int = 2000,
+                  figures: bool = True) -> list[Path]:
+    """Write the JSON, CSVs and (with ``figures``) figures of a
+    :class:`~attnscope.analyses.run_binding.DriftStudy` into ``out``.
 
     ``before``/``after``: the open run files (for the example pair's images and maps).
     """
@@ -106,12 +107,13 @@ def write_outputs(study, before, after, out: Path, *, example: int = 0, oracle=N
         write_table(pairs_rows, list(pairs_rows[0]), out / "drift_pairs.csv"),
         write_table(layer_rows, list(layer_rows[0]), out / "drift_layers_steps.csv"),
     ]
-    written += drift_figures(study, before, after, out, example=example, oracle=oracle, n_resamples=n_resamples)
+    if figures:
+        written += drift_figures(study, before, after, out, example=example, oracle=oracle, n_resamples=n_resamples)
     return written
 
 
-def drift_figures(study, before, after, out: Path, *, example: int = 0, oracle=None,
-                  n_resamples: int = 2000) -> list[Path]:
+def drift_figures(study, before, after, out: Path, *, example: int = 0, oracle=None, n_resamples: int = 2000,
+                  formats: tuple[str, ...] = ("png", "pdf", "svg")) -> list[Path]:
     """The drift panel (pair ``example`` + bars over all pairs) and the layer × step heat map."""
     from attnscope.analyses.run_binding import attention_regions, oracle_regions
     from attnscope.figures.binding import binding_heatmap
@@ -134,7 +136,7 @@ def drift_figures(study, before, after, out: Path, *, example: int = 0, oracle=N
         bar_note=f"mean over {len(study.pairs)} pairs, 95% CI",
         title=f"{pair.prompt} (seed {pair.seed})",
     )
-    written = save_all(panel, out / "drift_panel")
+    written = save_all(panel, out / "drift_panel", formats)
 
     score_before, score_after = study.layer_step("score")
     rows = {f"“{study.word}” on {name}": (score_before[..., k], score_after[..., k])
@@ -142,7 +144,7 @@ def drift_figures(study, before, after, out: Path, *, example: int = 0, oracle=N
     specs = {spec.name: (spec.height, spec.width) for spec in before.layers}
     heatmap = binding_heatmap(rows, study.steps, layers, resolutions=specs,
                               title=f"binding score per layer and step, mean over {len(study.pairs)} pairs")
-    written += save_all(heatmap, out / "binding_heatmap")
+    written += save_all(heatmap, out / "binding_heatmap", formats)
     return written
 
 

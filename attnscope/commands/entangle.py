@@ -105,23 +105,28 @@ def _concepts(args: argparse.Namespace, target: str) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from attnscope.analyses.entanglement import compare, kv_images
-
     pipe = load_from_args(argparse.Namespace(**{**vars(args), "edit": []}))  # the base model
     edit = make_edit(pipe, args)
     target = _target(edit, args)
-    concepts = _concepts(args, target)
-    before = kv_images(pipe, concepts)
-    with edit.applied(pipe):
-        after = kv_images(pipe, concepts)
-    if args.centre:
-        before, after = centred(before), centred(after)
-    result = compare(before, after, target, rep=args.rep)
+    result, before, after = analyse(pipe, edit, _concepts(args, target), target, rep=args.rep, centre=args.centre)
     written = write_outputs(result, before, after, args.out, edit_meta=edit.meta, space=args.space,
                             maps=tuple(args.map or ("pca",)), centre=args.centre)
     print(table(result_rows(result)))
     print("wrote " + ", ".join(str(p) for p in written))
     return 0
+
+
+def analyse(pipe, edit, concepts: list[str], target: str, *, rep: str = "last", centre: bool = False):
+    """``(result, before, after)``: the concepts' K/V images with the base weights and with ``edit``
+    applied (centred with ``centre``, see :func:`centred`) and their :class:`EntanglementResult`."""
+    from attnscope.analyses.entanglement import compare, kv_images
+
+    before = kv_images(pipe, concepts)
+    with edit.applied(pipe):
+        after = kv_images(pipe, concepts)
+    if centre:
+        before, after = centred(before), centred(after)
+    return compare(before, after, target, rep=rep), before, after
 
 
 def centred(kv):
@@ -167,8 +172,8 @@ def largest_collateral_space(result) -> str:
 
 
 def write_outputs(result, before, after, out: Path, *, edit_meta: dict | None = None, space: str | None = None,
-                  maps: tuple[str, ...] = ("pca",), centre: bool = False) -> list[Path]:
-    """Write the JSON, CSVs and figures for an :class:`EntanglementResult` into ``out``
+                  maps: tuple[str, ...] = ("pca",), centre: bool = False, figures: bool = True) -> list[Path]:
+    """Write the JSON, CSVs and (with ``figures``) figures for an :class:`EntanglementResult` into ``out``
     (``centre`` only labels the output: pass centred ``before``/``after``, see :func:`centred`)."""
     from attnscope.datasets.see import write_table
 
@@ -194,12 +199,14 @@ def write_outputs(result, before, after, out: Path, *, edit_meta: dict | None = 
     written = [out / "entanglement.json",
                write_table(rows, list(rows[0]), out / "entanglement.csv"),
                write_table(spaces, list(spaces[0]), out / "entanglement_spaces.csv")]
-    written += entanglement_figures(result, before, after, out, rows=rows, space=space, maps=maps)
+    if figures:
+        written += entanglement_figures(result, before, after, out, rows=rows, space=space, maps=maps)
     return written
 
 
 def entanglement_figures(result, before, after, out: Path, *, rows: list[dict], space: str,
-                         maps: tuple[str, ...] = ("pca",)) -> list[Path]:
+                         maps: tuple[str, ...] = ("pca",), formats: tuple[str, ...] = ("png", "pdf", "svg"),
+                         ) -> list[Path]:
     """Movement bars, similarity matrices and arrow maps of ``space``."""
     from attnscope.analyses.entanglement import map_2d
     from attnscope.figures.binding import short_layer_name
@@ -210,16 +217,16 @@ def entanglement_figures(result, before, after, out: Path, *, rows: list[dict], 
     layer, _, projection = space.rpartition(".")
     space_label = f"{short_layer_name(layer)} {projection}" if layer else space
     written = save_all(movement_bars(rows, title=f"erasing “{result.target}”: how far each concept moved"),
-                       out / "movement")
+                       out / "movement", formats)
     i = result.spaces.index(space)
     figure = similarity_matrices(result.concepts, result.similarity_before[i], result.similarity_after[i],
                                  relations=relations, title=f"cosine similarity, {space_label} ({result.rep} token)")
-    written += save_all(figure, out / "similarity")
+    written += save_all(figure, out / "similarity", formats)
     for method in maps:
         xy = map_2d(before, after, space, rep=result.rep, method=method)
         figure = arrow_map(result.concepts, xy.before, xy.after, relations=relations,
                            title=f"{method.upper()} of {space_label}: before → after")
-        written += save_all(figure, out / f"map_{method}")
+        written += save_all(figure, out / f"map_{method}", formats)
     return written
 
 

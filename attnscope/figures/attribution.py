@@ -38,8 +38,10 @@ def attribution_bars(
             if not special:
                 words = {w: v for w, v in words.items() if not is_special(w)}
             values = np.array(list(words.values()))
+            exponent = _exponent(values)
             x = np.arange(len(words))
-            axis.bar(x, values, color=[POSITIVE if v >= 0 else NEGATIVE for v in values], width=0.7)
+            axis.bar(x, values / 10.0**exponent, color=[POSITIVE if v >= 0 else NEGATIVE for v in values], width=0.7)
+            axis.set_ylabel("attribution" + (f" (×10$^{{{exponent}}}$)" if exponent else ""))
             axis.axhline(0, color="k", lw=0.6)
             axis.set_xticks(x, [w.split("#")[0] for w in words], rotation=45, ha="right")
             for tick in axis.get_xticklabels():
@@ -51,8 +53,14 @@ def attribution_bars(
                 fontsize=6.5,
             )
             axis.spines[["top", "right"]].set_visible(False)
-            axis.ticklabel_format(axis="y", style="sci", scilimits=(-2, 3))
-        axes[0, 0].set_ylabel("attribution")
         if title:
             figure.suptitle(title)
     return figure
+
+
+def _exponent(values: np.ndarray) -> int:
+    """Power of ten to factor out of the axis: 0 for magnitudes in [0.01, 1000), else that of the largest."""
+    largest = float(np.abs(values).max()) if len(values) else 0.0
+    if largest == 0 or 1e-2 <= largest < 1e3:
+        return 0
+    return int(np.floor(np.log10(largest)))
