@@ -365,10 +365,17 @@ class ToyOracle:
         return results
 
     def answer(self, images: Sequence[ImageLike], questions: Sequence[str]) -> list[Answer]:
-        """Answer ``questions[i]`` about ``images[i]`` (see module docstring for the forms)."""
+        """Answer ``questions[i]`` about ``images[i]`` (see module docstring for the forms).
+
+        An image object passed several times (several questions about one
+        image) is described once.
+        """
         if len(images) != len(questions):
             raise ValueError(f"{len(images)} images for {len(questions)} questions")
-        return [_judge(dets, q) for dets, q in zip(self.describe(images), questions)]
+        distinct = {id(image): image for image in images}  # keeps each object alive, so ids stay unique
+        position = {key: i for i, key in enumerate(distinct)}
+        detections = self.describe(list(distinct.values()))
+        return [_judge(detections[position[id(image)]], q) for image, q in zip(images, questions)]
 
 
 def _check_noun(noun: str, question: str) -> None:

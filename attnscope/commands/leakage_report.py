@@ -1,0 +1,240 @@
+"""``attnscope leakage-report``: from nothing (or from run files) to a side-effect report.
+
+    attnscope leakage-report --erase bench --method uce --method rece --out report/
+    attnscope leakage-report --erase bench --full --out full/          # every prompt × 4 seeds × 50 steps (GPU)
+    torchrun --nproc_per_node 4 -m attnscope.cli leakage-report --erase bench --full --out full/
+    attnscope leakage-report --before base.h5 --after bench-uce.h5 --out report/
+
+Generating: the base model and each method's edit sample every prompt × seed
+with attention capture (``out/base.h5``, ``out/uce-bench.h5``, ...), the judge
+answers each prompt's questions (``out/*.answers.csv``), then the report is
+written (``report.html``, ``metrics.json``, ``records.csv``, ``tables/``,
+``figures/``). Re-running the same command resumes where it stopped.
+
+Without ``--full`` a reduced set runs (a stratified sample of the prompts,
+2 seeds, 20 steps) that finishes on a laptop CPU; the report says what was
+reduced.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from attnscope.commands.common import DTYPES
+
+REDUCED_SEEDS = 2
+REDUCED_STEPS = 20
+FULL_SEEDS = 4
+FULL_STEPS = 50
+JUDGES = ("oracle", "blip", "florence2", "qwen2.5-vl")
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    from attnscope.runner import METHODS
+
+    parser = subparsers.add_parser(
+        "leakage-report", help="benchmark erasure side effects (target/retain/evasion/leakage) and write a report",
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    erase = parser.add_argument_group("what to erase")
+    erase.add_argument("--erase", action="append", default=[], metavar="CONCEPT",
+                       help="concept to erase ('bench', 'furniture', 'wooden bench'); repeat to erase several together")
+    erase.add_argument("--method", action="append", choices=METHODS, default=None,
+                       help="erasure method; repeatable (default: uce and rece)")
+    erase.add_argument("--epochs", type=int, default=3, help="RECE epochs (default 3)")
+    existing = parser.add_argument_group("report on existing run files instead")
+    existing.add_argument("--before", type=Path, help="run file of the unedited model")
+    existing.add_argument("--after", type=Path, action="append", default=[],
+                          help="run file of an edited model (repeatable); its edit names the method and concept")
+    bench = parser.add_argument_group("benchmark size")
+    bench.add_argument("--full", action="store_true",
+                       help=f"every prompt, {FULL_SEEDS} seeds, {FULL_STEPS} steps (meant for a GPU)")
+    bench.add_argument("--seeds", type=int, help=f"seeds 0..N-1 per prompt (default {REDUCED_SEEDS}; --full {FULL_SEEDS})")
+    bench.add_argument("--steps", type=int, help=f"sampling steps (default {REDUCED_STEPS}; --full {FULL_STEPS})")
+    bench.add_argument("--guidance", type=float, default=None, help="CFG scale (default: the model's)")
+    bench.add_argument("--batch-size", type=int, default=16, help="images per pipeline call (default 16)")
+    bench.add_argument("--prompts", choices=("toy", "see"), default=None,
+                       help="prompt set: the toy world's (default with the oracle judge) or SEE's COCO set "
+                            "(default with a VQA judge)")
+    bench.add_argument("--no-capture", action="store_true", help="do not record attention maps (no examples)")
+    model = parser.add_argument_group("model and judge")
+    model.add_argument("--model", default="toy", help="'toy' (built-in, default), a diffusers folder or cached hub id")
+    model.add_argument("--device", default="auto", help="'auto' (CUDA if present), 'cpu', 'cuda:1', ...")
+    model.add_argument("--dtype", choices=sorted(DTYPES), default=None,
+                       help="model dtype (default: float16 on CUDA, float32 on CPU)")
+    model.add_argument("--judge", choices=JUDGES, default="oracle", help="who answers the questions (default: the toy oracle)")
+    model.add_argument("--judge-model", default=None, help="VQA judges: local folder or cached hub id of the model")
+    model.add_argument("--threads", default="auto",
+                       help="CPU threads for torch: a number, or 'auto' (default): torch's default, but 1 when the "
+                            "machine is already busy (load average >= its cores), where more threads only thrash")
+    parser.add_argument("--examples", type=int, default=3, help="example image pairs per method (default 3)")
+    parser.add_argument("--out", type=Path, default=Path("leakage-report"), help="output folder (default leakage-report/)")
+    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    return parser
+
+
+def _judge(args: argparse.Namespace, device):
+    from attnscope.judges import BlipVQAJudge, Florence2Judge, QwenVLJudge, ToyOracle
+
+    if args.judge == "oracle":
+        return ToyOracle.load(device=device)
+    if not args.judge_model:
+        raise ValueError(f"--judge {args.judge} needs --judge-model PATH (a local folder or cached hub id)")
+    kind = {"blip": BlipVQAJudge, "florence2": Florence2Judge, "qwen2.5-vl": QwenVLJudge}[args.judge]
+    return kind.from_pretrained(args.judge_model, device=device)
+
+
+def _prompts(kind: str, judge: str, erased: list[str]):
+    from attnscope.runner import benchmark_prompts
+
+    if kind == "see" and judge == "oracle":
+        raise ValueError("the toy oracle only knows the toy world: use --prompts toy or a VQA --judge")
+    return benchmark_prompts(kind, erased)
+
+
+def cpu_threads(setting: str) -> int:
+    """The number of torch CPU threads for ``--threads`` (see its help)."""
+    import os
+
+    import torch
+
+    if setting != "auto":
+        return int(setting)
+    busy = os.getloadavg()[0] >= (os.cpu_count() or 1)
+    return 1 if busy else torch.get_num_threads()
+
+
+def _load(args: argparse.Namespace, model: str, device):
+    from attnscope.models import load_pipeline
+
+    return load_pipeline(model, device=device, dtype=DTYPES[args.dtype] if args.dtype else None)
+
+
+def _generate(args: argparse.Namespace, started: float) -> int:
+    from attnscope.datasets.see import split
+    from attnscope.report import ReportInputs, StateInfo, write_leakage_report
+    from attnscope.runner import BASE, Plan, Reduction, edited_states, init_distributed, read_ledgers, run_benchmark
+    from attnscope.sampling import SamplerSettings
+
+    if not args.erase:
+        raise ValueError("name a concept to erase with --erase (or report on run files with --before/--after)")
+    methods = args.method or ["uce", "rece"]
+    shard, device = init_distributed(args.device)
+    pipe = _load(args, args.model, device)
+    judge = _judge(args, pipe.device)
+    kind = args.prompts or ("toy" if args.judge == "oracle" else "see")
+    rows = split(_prompts(kind, args.judge, args.erase), args.erase, encoder=(pipe.tokenizer, pipe.text_encoder))
+    seeds = args.seeds or (FULL_SEEDS if args.full else REDUCED_SEEDS)
+    steps = args.steps or (FULL_STEPS if args.full else REDUCED_STEPS)
+    settings = SamplerSettings(steps=steps, guidance_scale=args.guidance)
+    plan = Plan(tuple(rows), tuple(range(seeds)), settings, tuple(args.erase))
+    if not args.full:
+        plan = plan.reduced(Reduction())
+    states = [BASE, *edited_states(pipe, methods, args.erase, args.out, epochs=args.epochs, shard=shard)]
+    runs = run_benchmark(pipe, plan, states, args.out, judge=judge, capture_maps=not args.no_capture,
+                         batch_size=args.batch_size, shard=shard, progress=not args.no_progress)
+    if not shard.is_main:
+        return 0
+    notes = []
+    if plan.note:
+        notes.append(f"Reduced set (no --full): {plan.note}; {seeds} seeds, {steps} sampling steps. "
+                     f"The full benchmark is every prompt × {FULL_SEEDS} seeds × {FULL_STEPS} steps (--full).")
+    timing = {r.state: {"sampled": r.sampled, "sample_seconds": round(r.sample_seconds, 2),
+                        "images_per_second": round(r.images_per_second, 3), "judged": r.judged,
+                        "judge_seconds": round(r.judge_seconds, 2)} for r in runs}
+    inputs = ReportInputs(
+        erased=plan.label,
+        records=read_ledgers([args.out / f"{s.name}.answers.csv" for s in states]),
+        states=[StateInfo(s.name, s.method, None if args.no_capture else args.out / f"{s.name}.h5",
+                          s.edit.meta if s.edit else None, timing[s.name]) for s in states],
+        settings=_settings(args, device=str(pipe.device), judge=judge.name, prompts=kind, processes=shard.world),
+        plan=plan.summary(),
+        notes=notes,
+        wall_seconds=time.perf_counter() - started,
+    )
+    return _write(args, inputs, started)
+
+
+def _existing(args: argparse.Namespace, started: float) -> int:
+    from attnscope.datasets.see import split
+    from attnscope.report import ReportInputs, StateInfo
+    from attnscope.runner import State, judge_run_file, read_ledgers
+    from attnscope.store import RunFile
+
+    if not args.before or not args.after:
+        raise ValueError("--before and --after go together: one run file of the unedited model and at least one edited")
+    edits = {}
+    for path in args.after:
+        with RunFile(path) as runs:
+            edits[path] = (runs.schema.edit or {}).get("edits") or []
+        if not edits[path]:
+            raise ValueError(f"{path} was captured without an edit: it cannot be an --after file")
+    with RunFile(args.before) as runs:
+        if runs.schema.edit:
+            raise ValueError(f"{args.before} was captured with an edit applied: it cannot be the --before file")
+        model = args.model if args.model != "toy" else runs.schema.model.get("id") or "toy"
+    erased = args.erase or list(edits[args.after[0]][-1].get("concepts", []))
+    if not erased:
+        raise ValueError("the edit does not name its concepts: pass --erase CONCEPT")
+    kind = args.prompts or ("toy" if args.judge == "oracle" else "see")
+    device = args.device
+    pipe = _load(args, model, device)
+    judge = _judge(args, pipe.device)
+    rows = {r.prompt.prompt_id: r for r in split(_prompts(kind, args.judge, erased), erased,
+                                                  encoder=(pipe.tokenizer, pipe.text_encoder))}
+    label = "+".join(erased)
+    methods = [edits[p][-1].get("method", p.stem) for p in args.after]
+    states = [State("base", "base")] + [
+        State(path.stem if path.stem != "base" else "after", method if methods.count(method) == 1 else path.stem)
+        for path, method in zip(args.after, methods)
+    ]
+    files = [args.before, *args.after]
+    timing = {}
+    for state, path in zip(states, files):
+        done = judge_run_file(judge, path, state, rows, args.out, erased=label, batch_size=args.batch_size)
+        timing[state.name] = {"runs": done.jobs, "judged": done.judged, "judge_seconds": round(done.judge_seconds, 2)}
+    inputs = ReportInputs(
+        erased=label,
+        records=read_ledgers([args.out / f"{s.name}.answers.csv" for s in states]),
+        states=[StateInfo(s.name, s.method, path, (edits.get(path) or [None])[-1], timing[s.name])
+                for s, path in zip(states, files)],
+        settings=_settings(args, device=str(pipe.device), judge=judge.name, prompts=kind,
+                           before=str(args.before), after=[str(p) for p in args.after]),
+        wall_seconds=time.perf_counter() - started,
+    )
+    return _write(args, inputs, started)
+
+
+def _settings(args: argparse.Namespace, **extra) -> dict:
+    import torch
+
+    keep = ("erase", "method", "epochs", "full", "seeds", "steps", "guidance", "batch_size", "model", "dtype",
+            "no_capture", "examples", "out")
+    return {**{k: getattr(args, k) for k in keep}, "cpu_threads": torch.get_num_threads(), **extra}
+
+
+def _write(args: argparse.Namespace, inputs, started: float) -> int:
+    from attnscope.report import write_leakage_report
+
+    path = write_leakage_report(args.out, inputs, examples=args.examples)
+    print(f"wrote {path} (+ metrics.json, records.csv, tables/, figures/); {time.perf_counter() - started:.0f} s in all")
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    import torch.distributed as dist
+
+    started = time.perf_counter()
+    torch.set_num_threads(cpu_threads(args.threads))
+    args.out.mkdir(parents=True, exist_ok=True)
+    try:
+        if args.before or args.after:
+            return _existing(args, started)
+        return _generate(args, started)
+    finally:
+        if dist.is_initialized():  # joined by init_distributed under torchrun
+            dist.destroy_process_group()

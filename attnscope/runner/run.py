@@ -1,0 +1,248 @@
+"""Sample, capture and judge every job of a plan for each model state; resumable.
+
+For each :class:`~attnscope.runner.states.State`, :func:`run_state` applies
+its edit in place, cuts the plan's jobs (this rank's shard) into fixed
+batches, and for each batch not yet done samples it with cross-attention
+capture into ``{state}.h5`` and asks the judge every question, appending the
+records to ``{state}.answers.csv`` (a :class:`~attnscope.runner.records.Ledger`).
+
+Resuming: a job is done when its run is complete (with its image) in the run
+file and its answers are in the ledger. Batches whose jobs are all done are
+skipped; runs captured but not yet judged are judged from their stored image;
+any other batch is sampled again whole. Batches are cut from the full job
+list, so a job always lands in the same batch and its image does not depend
+on where a previous run stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from tqdm.auto import tqdm
+
+from attnscope.datasets.see import SplitRow
+from attnscope.hooks import capture
+from attnscope.judges.base import Judge
+from attnscope.runner.plan import Key, Plan, job_key
+from attnscope.runner.records import Ledger, judge_jobs, read_ledgers, write_records
+from attnscope.runner.shard import Shard
+from attnscope.runner.states import State
+from attnscope.sampling import Job, batches, sample_batch
+from attnscope.store import RunFile, merge_shards
+
+
+@dataclass
+class StateRun:
+    """What one rank did for one state: counts and seconds spent sampling (with capture) and judging."""
+
+    state: str
+    jobs: int
+    sampled: int = 0
+    judged: int = 0
+    sample_seconds: float = 0.0
+    judge_seconds: float = 0.0
+
+    @property
+    def images_per_second(self) -> float:
+        return self.sampled / self.sample_seconds if self.sample_seconds else float("nan")
+
+
+def index_runs(runs: RunFile, ids_by_prompt: Mapping[str, str] | None = None) -> dict[Key, int]:
+    """``{(prompt_id, seed): run}`` of the runs complete with an image (the last one wins).
+
+    The prompt id comes from the run's ``extra``; runs without one (captured
+    outside the runner) are looked up by prompt text in ``ids_by_prompt``,
+    and skipped when it does not know them.
+    """
+    usable = runs.complete & runs.has_image
+    prompts, seeds = runs.column("prompt"), runs.column("seed")
+    index = {}
+    for run, extra in enumerate(runs.column("extra")):
+        if not usable[run]:
+            continue
+        prompt_id = json.loads(extra).get("prompt_id") or (ids_by_prompt or {}).get(str(prompts[run]))
+        if prompt_id is not None:
+            index[(prompt_id, int(seeds[run]))] = run
+    return index
+
+
+def judge_stored(
+    judge: Judge,
+    runs: RunFile,
+    index: Mapping[Key, int],
+    jobs: Sequence[Job],
+    rows: Mapping[str, SplitRow],
+    ledger: Ledger,
+    *,
+    state: State,
+    erased: str,
+    batch_size: int,
+) -> int:
+    """Judge the ``jobs`` whose images are stored in ``runs`` (at ``index``) and not in ``ledger``; returns how many."""
+    todo = [job for job in jobs if job_key(job) in index and job_key(job) not in ledger.done]
+    for batch in batches(todo, batch_size):
+        images = [runs.image(index[job_key(job)]) for job in batch]
+        ledger.append(judge_jobs(judge, batch, images, rows, method=state.method, erased=erased, state=state.name))
+    return len(todo)
+
+
+def _expected(jobs: Sequence[Job], rows: Mapping[str, SplitRow]) -> dict[Key, int]:
+    return {job_key(job): len(rows[job.extra["prompt_id"]].prompt.questions) for job in jobs}
+
+
+def run_state(
+    pipe,
+    state: State,
+    plan: Plan,
+    folder: Path,
+    *,
+    judge: Judge | None,
+    capture_maps: bool = True,
+    batch_size: int = 8,
+    shard: Shard = Shard(),
+    progress: bool = True,
+) -> StateRun:
+    """Sample (and capture, and judge) this rank's share of ``plan`` for ``state``; see the module docstring.
+
+    ``judge=None`` only samples (and captures); with neither a judge nor
+    capture nothing is kept, and every job is sampled (a timing run).
+    """
+    jobs = shard.take(plan.jobs())
+    rows = plan.by_id()
+    result = StateRun(state.name, len(jobs))
+    run_path = shard.file(folder, state.name, ".h5") if capture_maps else None
+    ledger = Ledger(shard.file(folder, state.name, ".answers.csv"), _expected(jobs, rows)) if judge else None
+
+    stored: dict[Key, int] = {}
+    if run_path is not None and run_path.exists():
+        with RunFile(run_path) as runs:
+            stored = index_runs(runs)
+            if ledger is not None:
+                started = time.perf_counter()
+                result.judged += judge_stored(judge, runs, stored, jobs, rows, ledger, state=state,
+                                              erased=plan.label, batch_size=batch_size)
+                result.judge_seconds += time.perf_counter() - started
+
+    kept = ([set(stored)] if run_path else []) + ([ledger.done] if ledger else [])  # where finished work is
+
+    def done(job: Job) -> bool:
+        return bool(kept) and all(job_key(job) in keys for keys in kept)
+
+    todo = [batch for batch in batches(jobs, batch_size) if not all(done(job) for job in batch)]
+    remaining = sum(len(batch) for batch in todo)
+    folder.mkdir(parents=True, exist_ok=True)
+    with state.edit.applied(pipe) if state.edit else nullcontext():
+        with tqdm(total=len(jobs), initial=len(jobs) - remaining, desc=state.name, unit="img",
+                  disable=not progress, dynamic_ncols=True) as bar:
+            started, judging = time.perf_counter(), 0.0
+            with capture(pipe, sink=run_path, resume=True) if run_path else nullcontext() as cap:
+                for batch in todo:
+                    images = sample_batch(pipe, batch, plan.settings, cap)
+                    result.sampled += len(batch)
+                    if ledger is not None:
+                        judged = time.perf_counter()
+                        fresh = [i for i, job in enumerate(batch) if job_key(job) not in ledger.done]
+                        ledger.append(judge_jobs(judge, [batch[i] for i in fresh], [images[i] for i in fresh], rows,
+                                                 method=state.method, erased=plan.label, state=state.name))
+                        result.judged += len(fresh)
+                        judging += time.perf_counter() - judged
+                    bar.update(len(batch))
+            # sampling time includes the writer draining its queue when the capture closes
+            result.sample_seconds = time.perf_counter() - started - judging
+            result.judge_seconds += judging
+    return result
+
+
+def merge_state(state: State, folder: Path, shard: Shard, *, capture_maps: bool = True) -> None:
+    """After all ranks finished ``state``: rank 0 joins their run files and answer CSVs (barrier first)."""
+    shard.barrier()
+    if shard.world == 1 or not shard.is_main:
+        return
+    if capture_maps:
+        parts = [p for p in shard.files(folder, state.name, ".h5") if p.exists()]
+        if parts:
+            merge_shards(parts, folder / f"{state.name}.h5")
+    ledgers = shard.files(folder, state.name, ".answers.csv")
+    if any(p.exists() for p in ledgers):
+        write_records(read_ledgers(ledgers), folder / f"{state.name}.answers.csv")
+
+
+def check_plan(folder: Path, description: Mapping[str, Any], shard: Shard) -> None:
+    """Write ``folder/plan.json``, or check that the one there describes the same benchmark.
+
+    Resuming into a folder written with other prompts, seeds, settings, judge
+    or number of processes would mix incompatible runs: ``ValueError``.
+    """
+    path = folder / "plan.json"
+    if path.exists():
+        found = json.loads(path.read_text())
+        if found != json.loads(json.dumps(description)):
+            changed = sorted(k for k in set(found) | set(description) if found.get(k) != description.get(k))
+            raise ValueError(f"{folder} holds results of another benchmark (differs in {', '.join(changed)}); "
+                             "choose another output folder or delete it")
+    elif shard.is_main:
+        folder.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(description, indent=1))
+    shard.barrier()
+
+
+def run_benchmark(
+    pipe,
+    plan: Plan,
+    states: Sequence[State],
+    folder: str | Path,
+    *,
+    judge: Judge | None,
+    capture_maps: bool = True,
+    batch_size: int = 8,
+    shard: Shard = Shard(),
+    progress: bool = True,
+) -> list[StateRun]:
+    """:func:`run_state` then :func:`merge_state` for every state; returns this rank's :class:`StateRun` s.
+
+    Afterwards ``folder`` holds ``{state}.h5`` (with capture),
+    ``{state}.answers.csv`` (with a judge) and ``plan.json``.
+    """
+    folder = Path(folder)
+    check_plan(folder, {
+        "plan": plan.summary(),
+        "judge": getattr(judge, "name", None),
+        "capture": capture_maps,
+        "processes": shard.world,
+    }, shard)
+    results = []
+    for state in states:
+        results.append(run_state(pipe, state, plan, folder, judge=judge, capture_maps=capture_maps,
+                                 batch_size=batch_size, shard=shard, progress=progress))
+        merge_state(state, folder, shard, capture_maps=capture_maps)
+    return results
+
+
+def judge_run_file(
+    judge: Judge,
+    path: str | Path,
+    state: State,
+    rows: Mapping[str, SplitRow],
+    folder: Path,
+    *,
+    erased: str,
+    batch_size: int = 8,
+) -> StateRun:
+    """Judge the images of an existing run file into ``folder/{state.name}.answers.csv`` (resumable).
+
+    Runs are matched to ``rows`` by their ``prompt_id`` metadata, or else by
+    prompt text; runs of unknown prompts are left out.
+    """
+    ids_by_prompt = {row.prompt.prompt: prompt_id for prompt_id, row in rows.items()}
+    started = time.perf_counter()
+    with RunFile(path) as runs:
+        index = {key: run for key, run in index_runs(runs, ids_by_prompt).items() if key[0] in rows}
+        jobs = [Job(rows[pid].prompt.prompt, seed, extra={"prompt_id": pid}) for pid, seed in sorted(index)]
+        ledger = Ledger(folder / f"{state.name}.answers.csv", _expected(jobs, rows))
+        judged = judge_stored(judge, runs, index, jobs, rows, ledger, state=state, erased=erased, batch_size=batch_size)
+    return StateRun(state.name, len(jobs), judged=judged, judge_seconds=time.perf_counter() - started)
