@@ -219,6 +219,7 @@ def report(args, studies, judged, check, timings, figures, command: str, n_resam
         command,
         "```",
         "",
+        *(["(This report was re-analysed from that command's run files with `--reuse`.)", ""] if args.reuse else []),
         f"Wall time: sampling {timings['sampling']['images']} images {timings['sampling']['seconds']:.0f} s "
         f"({timings['sampling']['device']}, {timings['sampling']['threads']} CPU threads), analysis "
         f"{timings['analysis']:.0f} s ({timings['device']}, {timings['threads']} threads).",
@@ -263,9 +264,9 @@ def report(args, studies, judged, check, timings, figures, command: str, n_resam
         + "; ".join(f"{np.mean(b >= 0):.2f} before, {np.mean(a >= 0):.2f} after ({source} regions)"
                     for source, (b, a) in wrong.items()) + ".",
         "",
-        "Per layer (attention regions; mean over pairs and steps):",
+        "Per layer (oracle regions; mean over pairs and steps):",
         "",
-        *layer_table(attention),
+        *layer_table(studies["oracle"]),
         "",
         "## What the oracle sees",
         "",
@@ -313,7 +314,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="analyse the run files and the edit already in --work instead of sampling again")
     parser.add_argument("--smoke", action="store_true", help="random tiny model and oracle; 2 prompts, 2 seeds, 3 steps")
     args = parser.parse_args(argv)
-    command = "python benchmarks/drift.py " + shlex.join(argv if argv is not None else sys.argv[1:])
+    given = [a for a in (argv if argv is not None else sys.argv[1:]) if a != "--reuse"]
+    command = " ".join(["python benchmarks/drift.py", shlex.join(given)]).strip()
     if args.smoke:
         args.seeds, args.steps = 2, 3
     threads = args.threads

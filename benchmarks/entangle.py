@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default="toy")
     parser.add_argument("--device", default=None)
     args = parser.parse_args(argv)
-    command = "python benchmarks/entangle.py " + shlex.join(argv if argv is not None else sys.argv[1:])
+    command = " ".join(["python benchmarks/entangle.py", shlex.join(argv if argv is not None else sys.argv[1:])]).strip()
 
     started = time.perf_counter()
     pipe = load_pipeline(args.model, device=args.device)
