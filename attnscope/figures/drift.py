@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Mapping, Sequence
 
 import numpy as np
+from matplotlib import patheffects
 
 from attnscope.analyses.regions import resize
 from attnscope.analyses.stats import Interval
@@ -66,8 +67,9 @@ def _outline(axis, regions: Mapping[str, np.ndarray], size: tuple[int, int]) -> 
     for k, (name, region) in enumerate(regions.items()):
         mask = resize(np.asarray(region, float), size, method="area") >= 0.5
         if mask.any() and not mask.all():
-            axis.contour(mask.astype(float), levels=[0.5], colors=[OBJECT_COLOURS[k % len(OBJECT_COLOURS)]],
-                         linewidths=1.0)
+            contour = axis.contour(mask.astype(float), levels=[0.5], linewidths=1.0,
+                                   colors=[OBJECT_COLOURS[k % len(OBJECT_COLOURS)]])
+            contour.set(path_effects=[patheffects.withStroke(linewidth=2.2, foreground="white")])
     handles = [plt.Line2D([], [], color=OBJECT_COLOURS[k % len(OBJECT_COLOURS)], lw=1.0, label=name)
                for k, name in enumerate(regions)]
     if handles:
