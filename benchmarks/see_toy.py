@@ -14,8 +14,8 @@ state, in one process and interleaved so drift hits both alike:
 
 Writes the Markdown summary (wall time, images/s with and without capture
 and their ratio, target / retain / evasion / leakage per method with 95 %
-intervals) to ``--out``, and the HTML report with every table to
-``--work``/``report.html``.
+intervals) to ``--out``, the self-contained HTML report beside it (``.html``),
+and the report's CSVs, figures and the run files to ``--work``.
 
     python benchmarks/see_toy.py --out benchmarks/results/see_toy.md
     python benchmarks/see_toy.py --smoke --out /tmp/see_toy.md     # tiny random model on the CPU: checks the script
@@ -39,6 +39,7 @@ from attnscope.report import ReportInputs, StateInfo, side_effect_metrics, write
 from attnscope.runner import BASE, Plan, Reduction, StateRun, benchmark_prompts, edited_states, read_ledgers, run_state
 from attnscope.sampling import SamplerSettings, sample_batch
 
+SMOKE_NOTE = "SMOKE RUN (random tiny model, reduced prompts): checks the script, numbers mean nothing. "
 METRICS = ("target", "evasion", "retain", "retain_attributes", "leakage", "retain_by_distance")
 
 
@@ -127,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     lines = [
         f"# SEE-style side effects on the toy model: erasing “{label}” with UCE and RECE",
         "",
-        f"- {'SMOKE RUN (random tiny model, reduced prompts): checks the script, numbers mean nothing. ' if args.smoke else ''}"
+        f"- {SMOKE_NOTE if args.smoke else ''}"
         f"{len(plan.rows)} prompts ({plan.summary()['kinds']['single']} single-object, "
         f"{plan.summary()['kinds']['pair']} two-object) × seeds {list(plan.seeds)} = {len(plan.jobs())} images per "
         f"model state; base + UCE + RECE ({args.epochs} epochs), library default hyper-parameters",
@@ -167,7 +168,9 @@ def main(argv: list[str] | None = None) -> int:
                   "judge": oracle.name, "device": device, "batch_size": args.batch_size},
         plan=plan.summary(), wall_seconds=wall,
     )
-    print(f"wrote {args.out} and {write_leakage_report(args.work, inputs)}")
+    report = write_leakage_report(args.work, inputs)
+    shutil.copy(report, args.out.with_suffix(".html"))  # self-contained: figures are inlined
+    print(f"wrote {args.out}, {args.out.with_suffix('.html')} and the report's files in {args.work}")
     return 0
 
 

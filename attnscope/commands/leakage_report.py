@@ -51,7 +51,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     bench = parser.add_argument_group("benchmark size")
     bench.add_argument("--full", action="store_true",
                        help=f"every prompt, {FULL_SEEDS} seeds, {FULL_STEPS} steps (meant for a GPU)")
-    bench.add_argument("--seeds", type=int, help=f"seeds 0..N-1 per prompt (default {REDUCED_SEEDS}; --full {FULL_SEEDS})")
+    bench.add_argument("--seeds", type=int,
+                       help=f"seeds 0..N-1 per prompt (default {REDUCED_SEEDS}; --full {FULL_SEEDS})")
     bench.add_argument("--steps", type=int, help=f"sampling steps (default {REDUCED_STEPS}; --full {FULL_STEPS})")
     bench.add_argument("--guidance", type=float, default=None, help="CFG scale (default: the model's)")
     bench.add_argument("--batch-size", type=int, default=16, help="images per pipeline call (default 16)")
@@ -64,13 +65,15 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     model.add_argument("--device", default="auto", help="'auto' (CUDA if present), 'cpu', 'cuda:1', ...")
     model.add_argument("--dtype", choices=sorted(DTYPES), default=None,
                        help="model dtype (default: float16 on CUDA, float32 on CPU)")
-    model.add_argument("--judge", choices=JUDGES, default="oracle", help="who answers the questions (default: the toy oracle)")
+    model.add_argument("--judge", choices=JUDGES, default="oracle",
+                       help="who answers the questions (default: the toy oracle)")
     model.add_argument("--judge-model", default=None, help="VQA judges: local folder or cached hub id of the model")
     model.add_argument("--threads", default="auto",
-                       help="CPU threads for torch: a number, or 'auto' (default): torch's default, but 1 when the "
-                            "machine is already busy (load average >= its cores), where more threads only thrash")
+                       help="CPU threads for torch: a number, or 'auto' (default): one core less than the machine "
+                            "has (at least 1), leaving a core to the run-file writer and the rest of the system")
     parser.add_argument("--examples", type=int, default=3, help="example image pairs per method (default 3)")
-    parser.add_argument("--out", type=Path, default=Path("leakage-report"), help="output folder (default leakage-report/)")
+    parser.add_argument("--out", type=Path, default=Path("leakage-report"),
+                        help="output folder (default leakage-report/)")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
     return parser
 
@@ -95,15 +98,20 @@ def _prompts(kind: str, judge: str, erased: list[str]):
 
 
 def cpu_threads(setting: str) -> int:
-    """The number of torch CPU threads for ``--threads`` (see its help)."""
+    """The number of torch CPU threads for ``--threads`` (see its help).
+
+    Why not all cores: OpenMP threads spin while they wait for each other, so
+    when any other work shares the cores (the writer thread, another job),
+    a thread per core stalls — on a shared 2-core machine two threads sampled
+    3-25x slower than one.
+    """
     import os
 
     import torch
 
     if setting != "auto":
         return int(setting)
-    busy = os.getloadavg()[0] >= (os.cpu_count() or 1)
-    return 1 if busy else torch.get_num_threads()
+    return max(1, min(torch.get_num_threads(), (os.cpu_count() or 1) - 1))
 
 
 def _load(args: argparse.Namespace, model: str, device):
@@ -114,7 +122,7 @@ def _load(args: argparse.Namespace, model: str, device):
 
 def _generate(args: argparse.Namespace, started: float) -> int:
     from attnscope.datasets.see import split
-    from attnscope.report import ReportInputs, StateInfo, write_leakage_report
+    from attnscope.report import ReportInputs, StateInfo
     from attnscope.runner import BASE, Plan, Reduction, edited_states, init_distributed, read_ledgers, run_benchmark
     from attnscope.sampling import SamplerSettings
 
@@ -219,7 +227,8 @@ def _write(args: argparse.Namespace, inputs, started: float) -> int:
     from attnscope.report import write_leakage_report
 
     path = write_leakage_report(args.out, inputs, examples=args.examples)
-    print(f"wrote {path} (+ metrics.json, records.csv, tables/, figures/); {time.perf_counter() - started:.0f} s in all")
+    seconds = time.perf_counter() - started
+    print(f"wrote {path} (+ metrics.json, records.csv, tables/, figures/); {seconds:.0f} s in all")
     return 0
 
 

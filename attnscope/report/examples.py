@@ -59,7 +59,8 @@ def find_leaks(
     of the leakage table count: pairs whose ``object`` is a target and whose
     ``other_object`` is retained.
     """
-    leakage = [r for r in records if r["check"] == "leakage" and r["role"] == "target" and r.get("other_role") == "retain"]
+    leakage = [r for r in records
+               if r["check"] == "leakage" and r["role"] == "target" and r.get("other_role") == "retain"]
     before = {(r["question_id"], int(r["seed"])): r for r in leakage if r["method"] == base}
     found: dict[str, list[Leak]] = {}
     for r in leakage:

@@ -329,7 +329,8 @@ def _settings_section(inputs: ReportInputs, contexts: Mapping[str, dict], librar
         out += [h.tag("h3", h.text("Run files")), h.table(rows),
                 h.details(f"{len(first['layers'])} captured cross-attention layers",
                           h.preformatted("\n".join(first["layers"]))),
-                h.details("versions recorded in the run files", h.preformatted(json.dumps(first["versions"], indent=1)))]
+                h.details("versions recorded in the run files",
+                          h.preformatted(json.dumps(first["versions"], indent=1)))]
     out += [h.tag("h3", h.text("Versions (this report)")),
             h.table([{"package": k, "version": v} for k, v in library.items()], ["package", "version"])]
     return out
@@ -371,8 +372,9 @@ def write_leakage_report(out: str | Path, inputs: ReportInputs, *, examples: int
 
     order = [s.method for s in inputs.states]
     pngs = {"metrics": _save_both(metric_intervals(tables, order=order), figures, "metrics")}
-    for name, column, label in (("retain_by_distance", "attr_distance", "attribute slots differing from the erased concept"),
-                                ("retain_by_similarity", "similarity_bin", "text-embedding similarity to the erased concept")):
+    curves = (("retain_by_distance", "attr_distance", "attribute slots differing from the erased concept"),
+              ("retain_by_similarity", "similarity_bin", "text-embedding similarity to the erased concept"))
+    for name, column, label in curves:
         if len({r[column] for r in tables.get(name, [])}) > 1:  # one bin is no curve
             pngs[name] = _save_both(retain_by(tables[name], column, xlabel=label, order=order), figures, name)
     plt.close("all")

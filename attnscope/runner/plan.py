@@ -84,7 +84,9 @@ class Reduction:
         )
 
 
-def _spread(rows: Sequence[SplitRow], k: int, key: Callable[[SplitRow], Hashable], rng: random.Random) -> list[SplitRow]:
+def _spread(
+    rows: Sequence[SplitRow], k: int, key: Callable[[SplitRow], Hashable], rng: random.Random
+) -> list[SplitRow]:
     """``k`` rows, taken round-robin from the groups of ``key`` (groups and their members shuffled by ``rng``)."""
     groups: dict[Hashable, list[SplitRow]] = {}
     for row in rows:

@@ -72,6 +72,9 @@ def record_key(record: Mapping[str, Any]) -> Key:
 class Ledger:
     """The judged records of one model state (one rank), in a CSV that only grows.
 
+    ``records`` holds the rows, ``done`` the (prompt_id, seed) of the jobs
+    whose every question is recorded.
+
     ``expected`` gives, per (prompt_id, seed), how many questions make the
     job complete; rows of incomplete jobs found on opening are dropped (and
     the file rewritten without them), so those jobs are judged again.
@@ -83,7 +86,6 @@ class Ledger:
         if self.path.exists():
             self._load(expected)
         self.done: set[Key] = {record_key(r) for r in self.records}
-        """Jobs whose every question is recorded."""
 
     def _load(self, expected: Mapping[Key, int]) -> None:
         _drop_cut_line(self.path)
