@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # Every GPU measurement of attnscope in one call of the device machine.
 #   bash benchmarks/gpu_suite.sh RESULTS_DIR [TOY_MODEL_DIR]
+# ONLY="toy_eval capture_overhead ..." picks steps (default: all, in the order below);
+# GUIDANCE="3 4" picks the guidance scales of the toy evaluation.
 # Each step has its own time limit so one slow step cannot eat the others; logs go to RESULTS_DIR.
 set -u
 out=$1
 model=${2:-toy}
+only=${ONLY:-toy_eval capture_overhead erasure_timing gpu_tests erasure_toy}
 mkdir -p "$out"
 step() {  # step NAME SECONDS COMMAND...
   local name=$1 seconds=$2; shift 2
@@ -12,11 +15,17 @@ step() {  # step NAME SECONDS COMMAND...
   timeout "$seconds" "$@" > "$out/$name.log" 2>&1
   echo "   exit $? ; $(tail -n 1 "$out/$name.log")"
 }
-for g in ${GUIDANCE:-4}; do  # the toy model's acceptance, at each guidance scale asked for
-  step toy_eval_g$g 100 python3 -m attnscope.models.toy.evaluate --model "$model" --prompts 200 --seeds 4 --steps 50 \
-    --guidance "$g" --batch 400 --out "$out/toy_eval_g$g.json" --markdown "$out/toy_eval_g$g.md"
+for name in $only; do
+  case $name in
+    toy_eval) for g in ${GUIDANCE:-4}; do
+        step toy_eval_g$g 100 python3 -m attnscope.models.toy.evaluate --model "$model" --prompts 200 --seeds 4 \
+          --steps 50 --guidance "$g" --batch 400 --out "$out/toy_eval_g$g.json" --markdown "$out/toy_eval_g$g.md"
+      done ;;
+    capture_overhead) step capture_overhead 170 python3 benchmarks/capture_overhead.py --repeats "${REPEATS:-3}" \
+        --out "$out/capture_overhead.md" ;;
+    erasure_timing) step erasure_timing 90 python3 benchmarks/erasure_timing.py --repeats "${REPEATS:-3}" \
+        --out "$out/erasure_timing.md" ;;
+    gpu_tests) step gpu_tests 90 python3 -m pytest -q -m gpu tests -p no:cacheprovider ;;
+    erasure_toy) step erasure_toy 240 python3 benchmarks/erasure_toy.py --model "$model" --out "$out/erasure.md" ;;
+  esac
 done
-step erasure_toy 120 python3 benchmarks/erasure_toy.py --model "$model" --out "$out/erasure.md"
-step gpu_tests 90 python3 -m pytest -q -m gpu tests -p no:cacheprovider
-step capture_overhead 170 python3 benchmarks/capture_overhead.py --out "$out/capture_overhead.md"
-step erasure_timing 90 python3 benchmarks/erasure_timing.py --out "$out/erasure_timing.md"

@@ -108,7 +108,7 @@ def build_scheduler(prediction_type: str = "v_prediction") -> DDIMScheduler:
         num_train_timesteps=1000,
         beta_schedule="squaredcos_cap_v2",
         prediction_type=prediction_type,
-        clip_sample=True,
+        clip_sample=False,  # clipping the x0 estimate breaks guided v-prediction sampling here (measured)
         set_alpha_to_one=True,
         timestep_spacing="trailing",
     )
