@@ -205,7 +205,7 @@ def report(args, studies, judged, check, timings, figures, command: str, n_resam
         "",
         f"Prompts “a {WORD} {TARGET} and a <colour> {OTHER}” for the {n_prompts} toy colours × {args.seeds} seeds "
         f"= {n_pairs} pairs of runs (same prompt and seed) sampled before and after a UCE edit that erases "
-        f"“{TARGET}” (default `erase_uce` hyper-parameters: λ = 0.5, last token, guide \"\"). "
+        f"“{TARGET}” (default `erase_uce` hyper-parameters: λ = 0.5, eos-aligned tokens (the choice that erases on the toy model, see erasure.md), guide \"\"). "
         f"{args.steps} DDIM steps, guidance {args.guidance if args.guidance else 'default (4.0)'}; "
         f"every cross-attention layer and step captured."
         + (" **Smoke run: random tiny model and oracle — the numbers mean nothing.**" if args.smoke else ""),
@@ -336,7 +336,7 @@ def main(argv: list[str] | None = None) -> int:
         edit = Edit.load(args.work / f"{TARGET}.edit")
     else:
         sample(pipe, jobs, settings, paths["before"], args.batch_size)
-        edit = erase_uce(pipe, [TARGET])
+        edit = erase_uce(pipe, [TARGET], token_choice="eos-aligned")
         edit.save(args.work / f"{TARGET}.edit")
         with edit.applied(pipe):
             sample(pipe, jobs, settings, paths["after"], args.batch_size)

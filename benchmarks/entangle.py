@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
 
     started = time.perf_counter()
     pipe = load_pipeline(args.model, device=args.device)
-    edit = erase_uce(pipe, [args.target])
+    edit = erase_uce(pipe, [args.target], token_choice="eos-aligned")
     concepts = toy_concepts(args.target)
     variants = {}
     for name, centre in (("raw", False), ("centred", True)):
@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     lines = [
         f"# Entanglement on the toy model: erasing “{args.target}”",
         "",
-        f"UCE erases “{args.target}” (default `erase_uce`: λ = 0.5, last token, guide \"\"). {len(concepts)} concepts "
+        f"UCE erases “{args.target}” (default `erase_uce`: λ = 0.5, eos-aligned tokens, guide \"\"). {len(concepts)} concepts "
         "are encoded by the toy text encoder and projected through the 7 cross-attention layers' `to_k` and "
         "`to_v`, with the base weights and with the edit; token representation: each concept's last word "
         f"token. Wall time {seconds:.0f} s on {pipe.device} (loading, edit, both variants, figures, UMAP).",

@@ -357,7 +357,7 @@ class Capture:
         if attn.upcast_attention:
             query, key = query.float(), key.float()
         scores = torch.matmul(query, key.transpose(-1, -2)) * attn.scale
-        probs = scores.float().softmax(dim=-1)  # (rows, heads, n, tokens)
+        probs = torch.softmax(scores, dim=-1, dtype=torch.float32)  # (rows, heads, n, tokens)
         if self.selection.heads == "mean":
             probs = probs.mean(dim=1, keepdim=True)
         index = batch.token_index[:, None, None, :].expand(-1, probs.shape[1], n, -1)

@@ -36,12 +36,17 @@ BASE = State("base", "base")
 def _eraser(method: str, epochs: int) -> Callable[[object, Sequence[str]], Edit]:
     from attnscope.erasure import erase_rece, erase_uce
 
+    # Keys from the concept's last word token through EOS and padding: on the toy model the
+    # last-word-token choice leaves "bird" fully present (benchmarks/results/erasure.md).
+    tokens = "eos-aligned"
     progressive = method.endswith("-progressive")
     name = method.removesuffix("-progressive")
     if name == "uce":
-        return lambda pipe, concepts: erase_uce(pipe, concepts, progressive=progressive)
+        return lambda pipe, concepts: erase_uce(pipe, concepts, progressive=progressive, token_choice=tokens)
     if name == "rece":
-        return lambda pipe, concepts: erase_rece(pipe, concepts, epochs=epochs, progressive=progressive)
+        return lambda pipe, concepts: erase_rece(
+            pipe, concepts, epochs=epochs, progressive=progressive, token_choice=tokens
+        )
     raise ValueError(f"unknown erasure method {method!r}; choose from {', '.join(METHODS)}")
 
 

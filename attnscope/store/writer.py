@@ -295,13 +295,13 @@ class RunWriter:
         dataset = file["maps"]
         start = dataset.shape[0]
         dataset.resize((start + sum(counts),) + dataset.shape[1:])
-        if all(owned == list(range(maps.shape[1])) for owned in slots):
-            dataset[start:] = maps.reshape((-1,) + maps.shape[2:])  # one write for the batch
-        else:
-            row = start
-            for index, owned in enumerate(slots):
-                dataset[row : row + len(owned)] = maps[index, owned]
-                row += len(owned)
+        # One row (a token's maps over all steps and layers, one chunk) per write: h5py holds the
+        # GIL while it writes, and short writes let the sampling thread keep launching kernels.
+        row = start
+        for index, owned in enumerate(slots):
+            for slot in owned:
+                dataset[row] = maps[index, slot]
+                row += 1
         row = start
         for record, count in zip(batch.records, counts):
             _write_run_entries(file, record, row, complete=False)
