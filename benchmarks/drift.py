@@ -42,6 +42,7 @@ from attnscope.datasets.toyworld import COLOUR_NAMES
 from attnscope.erasure import Edit, erase_uce
 from attnscope.figures.binding import short_layer_name
 from attnscope.hooks import capture
+from attnscope.models.toy import load_toy_and_oracle
 from attnscope.sampling import Job, SamplerSettings, generate
 from attnscope.store import RunFile
 
@@ -51,22 +52,6 @@ TARGET, WORD, OTHER = "bench", "wooden", "bird"
 def prompts(colours=COLOUR_NAMES) -> list[str]:
     """"a wooden bench and a <colour> bird" (with "an" before a vowel, as toy captions have it)."""
     return [f"a {WORD} {TARGET} and {'an' if c[0] in 'aeiou' else 'a'} {c} {OTHER}" for c in colours]
-
-
-def load_models(args):
-    """The pipeline and the oracle: the shipped ones, or random tiny ones with ``--smoke``."""
-    from attnscope.models.toy.oracle import OracleNet, ToyOracle
-
-    if args.smoke:
-        from attnscope.models.toy import ToyModelConfig, build_toy_pipeline
-
-        pipe = build_toy_pipeline(ToyModelConfig.tiny()).to(args.device or "cpu")
-        pipe.set_progress_bar_config(disable=True)
-        return pipe, ToyOracle(OracleNet(8), device=args.device or "cpu")
-    from attnscope.models import load_pipeline
-
-    pipe = load_pipeline(args.model, device=args.device)
-    return pipe, ToyOracle.load(device=pipe.device)
 
 
 def sample(pipe, jobs, settings, path: Path, batch_size: int) -> None:
@@ -323,7 +308,7 @@ def main(argv: list[str] | None = None) -> int:
         threads = 1 if os.getloadavg()[0] >= (os.cpu_count() or 1) else torch.get_num_threads()
     torch.set_num_threads(int(threads))
 
-    pipe, oracle = load_models(args)
+    pipe, oracle = load_toy_and_oracle(args.model, args.device, smoke=args.smoke)
     texts = prompts(COLOUR_NAMES[:2] if args.smoke else COLOUR_NAMES)
     jobs = [Job(p, s) for p in texts for s in range(args.seeds)]
     settings = SamplerSettings(steps=args.steps, guidance_scale=args.guidance)

@@ -28,6 +28,7 @@ import numpy as np
 
 from attnscope.datasets.toyworld import CLASSES, COLOUR_NAMES, MATERIALS, SIZES, SUPERCLASS_OF
 from attnscope.erasure import Edit, erase_rece, erase_uce
+from attnscope.models.toy import load_toy_and_oracle
 from attnscope.sampling import Job, SamplerSettings, generate
 
 TARGET = "bird"
@@ -72,22 +73,6 @@ def _mean(rates: dict[str, float], classes) -> float:
     return float(np.mean([rates[c] for c in classes]))
 
 
-def load_models(args):
-    """The pipeline and the oracle: the shipped ones, or random tiny ones with ``--smoke``."""
-    from attnscope.models.toy.oracle import OracleNet, ToyOracle
-
-    if args.smoke:
-        from attnscope.models.toy import ToyModelConfig, build_toy_pipeline
-
-        pipe = build_toy_pipeline(ToyModelConfig.tiny()).to(args.device or "cpu")
-        pipe.set_progress_bar_config(disable=True)
-        return pipe, ToyOracle(OracleNet(8), device=args.device or "cpu")
-    from attnscope.models import load_pipeline
-
-    pipe = load_pipeline(args.model, device=args.device)
-    return pipe, ToyOracle.load(args.oracle, device=pipe.device)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, required=True, help="markdown report to write")
@@ -105,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         args.prompts, args.seeds, args.steps = 2, 1, 2
     seeds = tuple(range(args.seeds))
 
-    pipe, judge = load_models(args)
+    pipe, judge = load_toy_and_oracle(args.model, args.device, args.oracle, smoke=args.smoke)
     retain = [c for c in CLASSES if SUPERCLASS_OF[c] != SUPERCLASS_OF[TARGET]]
     per_retain = max(1, args.prompts // 4)
     prompts = {TARGET: class_prompts(TARGET, args.prompts)}

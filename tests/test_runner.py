@@ -9,7 +9,6 @@ import sys
 import time
 
 import pytest
-import torch
 
 from attnscope import cli
 from attnscope.datasets.see import build_pair_prompts, build_toy_prompts, split, toy_recipe
@@ -22,13 +21,7 @@ from attnscope.store import RunFile
 SETTINGS = SamplerSettings(steps=2)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models gain nothing from threads, and on a shared CPU two threads thrash."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -23,4 +23,27 @@ def default_oracle_path() -> Path:
     return _ASSETS / "oracle.safetensors"
 
 
-__all__ = ["ToyModelConfig", "ToyWorldPipeline", "build_toy_pipeline", "default_model_path", "default_oracle_path"]
+def load_toy_and_oracle(model: str = "toy", device=None, oracle: str | Path | None = None, smoke: bool = False):
+    """``(pipeline, oracle)`` for toy-world experiments: the shipped ones (or ``model`` /
+    ``oracle`` paths), or, with ``smoke``, a random tiny pipeline and an untrained oracle
+    that only check the code runs."""
+    from attnscope.models.toy.oracle import OracleNet, ToyOracle
+
+    if smoke:
+        pipe = build_toy_pipeline(ToyModelConfig.tiny()).to(device or "cpu")
+        pipe.set_progress_bar_config(disable=True)
+        return pipe, ToyOracle(OracleNet(8), device=device or "cpu")
+    from attnscope.models import load_pipeline
+
+    pipe = load_pipeline(model, device=device)
+    return pipe, ToyOracle.load(oracle, device=pipe.device)
+
+
+__all__ = [
+    "ToyModelConfig",
+    "ToyWorldPipeline",
+    "build_toy_pipeline",
+    "default_model_path",
+    "default_oracle_path",
+    "load_toy_and_oracle",
+]
