@@ -48,6 +48,31 @@ def test_probabilities_match_explicit_softmax_and_sum_to_one(sd):
         assert torch.allclose(captured.sum(-1), torch.ones(captured.shape[0]), atol=1e-4)
 
 
+def test_every_layer_head_and_branch_matches_explicit_softmax(sd):
+    """Layers are computed in groups of equal shape; each must land at its own place in the file."""
+    layers = {layer.name: layer.module for layer in cross_attention_layers(sd.unet)}
+    seen: dict[str, dict[str, list]] = {name: {"q": [], "k": []} for name in layers}
+    hooks = [getattr(module, f"to_{which}").register_forward_hook(
+                 lambda m, i, o, name=name, which=which: seen[name][which].append(o))
+             for name, module in layers.items() for which in ("q", "k")]
+    try:
+        with capture(sd, heads="all", branch="both", dtype=torch.float32) as cap:
+            sample(sd, steps=2, guidance_scale=7.5, negative_prompt=["blurry"])
+    finally:
+        for hook in hooks:
+            hook.remove()
+    for name, attn in layers.items():
+        for branch, rows in (("uncond", slice(0, 1)), ("cond", slice(1, 2))):
+            maps = cap.maps(name, branch=branch)  # (steps, tokens, heads, h, w)
+            positions = [t.position for t in cap.file.tokens(cap.run_ids[-1], branch=branch)]
+            for step in range(maps.shape[0]):
+                q, k = seen[name]["q"][step][rows], seen[name]["k"][step][rows]
+                probs = attn.get_attention_scores(attn.head_to_batch_dim(q), attn.head_to_batch_dim(k))
+                reference = probs[:, :, positions].permute(2, 0, 1)  # (tokens, heads, n)
+                captured = torch.from_numpy(maps[step].reshape(*reference.shape))
+                assert torch.allclose(captured, reference, atol=1e-5), (name, branch, step)
+
+
 def test_processors_are_the_original_objects_after_exit_and_after_an_error(sd):
     before = dict(sd.unet.attn_processors)
     with capture(sd):
@@ -143,3 +168,16 @@ def test_layer_globs_and_places(sd):
     ]
     with pytest.raises(ValueError, match="no cross-attention layer matches"):
         capture(sd, layers="up_blocks.9.*")
+
+
+def test_a_sampling_loop_stopped_early_is_dropped_and_the_next_call_is_kept(sd):
+    def stop_after_one_step(pipe, step, timestep, callback_kwargs):
+        pipe._interrupt = True
+        return callback_kwargs
+
+    with capture(sd) as cap:
+        with pytest.warns(UserWarning, match="ended early"):
+            sample(sd, steps=3, callback_on_step_end=stop_after_one_step)
+            sample(sd, steps=3)
+    assert len(cap) == 1 and cap.file.complete.all()
+    assert cap.maps(LAYER).shape[0] == len(sd.scheduler.timesteps)  # every step of the second call

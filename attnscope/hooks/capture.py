@@ -10,15 +10,20 @@ How it works, per pipeline instance (no class is patched):
 
 * every selected cross-attention module gets a :class:`CaptureProcessor` that
   calls the module's original processor — so the output, and the image, is
-  exactly what it would have been — and then computes the attention
-  probabilities ``softmax(q kᵀ / √d)`` over the text tokens from the same
-  ``q``/``k`` (grabbed by forward hooks on ``to_q``/``to_k``), averages heads
-  and picks tokens on the device, and writes them into a device buffer;
+  exactly what it would have been — and keeps the ``q``/``k`` it used
+  (grabbed by forward hooks on ``to_q``/``to_k``);
+* once a run of consecutive same-shaped layers is complete (the next layer has
+  another query grid, or the UNet call ends), the attention probabilities
+  ``softmax(q kᵀ / √d)`` of the whole group are computed in one go on the
+  device (:mod:`attnscope.hooks.probabilities`: tokens picked, heads
+  averaged) and written into a device buffer;
 * hooks on the UNet count sampling steps (one UNet call per entry of the
   scheduler's timesteps) and, after the last step, start an asynchronous copy
   of the buffer into pinned host memory; a writer thread appends it to the
-  run file, so the sampling loop never waits on the host;
-* a hook on the text encoder records the prompt's token ids for labels.
+  run file. Nothing in the hooks reads a device value, so the sampling loop
+  never waits for the GPU or the host;
+* a hook on the text encoder records the prompt's token ids for labels (and
+  tells a new pipeline call from a sampling loop that stopped early).
 
 Everything is removed on exit, also when the pipeline raises.
 """
@@ -35,6 +40,7 @@ import torch
 
 from attnscope.hooks.buffers import PinnedPool
 from attnscope.hooks.layers import CrossAttentionLayer, cross_attention_layers, select_layers
+from attnscope.hooks.probabilities import group_probabilities
 from attnscope.hooks.selection import Selection
 from attnscope.models.identity import pipeline_fingerprint
 from attnscope.store.reader import RunFile
@@ -72,8 +78,9 @@ class _Batch:
     slots: list[list[int]]  # per run, which token slots of `buffer` hold its tokens
     latent_hw: tuple[int, int]
     step: int = 0
-    last_timestep: float = float("inf")
-    grabbed: dict = field(default_factory=dict)
+    grabbed: dict = field(default_factory=dict)  # "q"/"k" of the layer running now
+    pending: list = field(default_factory=list)  # (layer, q, k) of the group being collected
+    pending_shape: tuple = ()  # what the pending layers share: queries, heads, width, upcast, scale
 
 
 class Capture:
@@ -176,6 +183,9 @@ class Capture:
         return hook
 
     def _on_text(self, module, args, kwargs):
+        if self._batch is not None and self._batch.step > 0:  # a new pipeline call: the last one stopped early
+            warnings.warn("a sampling loop ended early; its partial attention maps were dropped")
+            self._batch = None
         ids = args[0] if args else kwargs.get("input_ids")
         if ids is not None:
             self._text_calls.append(ids.detach().to("cpu"))
@@ -186,20 +196,15 @@ class Capture:
         return batch is not None and batch.step in batch.slot_of_step
 
     def _before_unet(self, module, args, kwargs):
-        sample = args[0] if args else kwargs["sample"]
-        timestep = args[1] if len(args) > 1 else kwargs.get("timestep")
-        t = float(timestep.reshape(-1)[0]) if torch.is_tensor(timestep) else float(timestep)
-        if self._batch is not None and t > self._batch.last_timestep and self._batch.step > 0:
-            warnings.warn("a sampling loop ended early; its partial attention maps were dropped")
-            self._batch = None
         if self._batch is None:
-            self._batch = self._begin(sample)
-        self._batch.last_timestep = t
+            self._batch = self._begin(args[0] if args else kwargs["sample"])
 
     def _after_unet(self, module, args, output):
         batch = self._batch
         if batch is None:
             return
+        if batch.pending:
+            self._compute_group(batch)
         batch.step += 1
         batch.grabbed.clear()
         if batch.step == batch.n_steps:
@@ -344,32 +349,44 @@ class Capture:
         )
 
     def record(self, layer: CrossAttentionLayer, attn) -> None:
-        """Attention probabilities of ``layer`` at the current step into the buffer."""
+        """Keep ``layer``'s q/k of the current step; compute the previous group first if it is complete."""
         batch = self._batch
         query, key = batch.grabbed.pop("q"), batch.grabbed.pop("k")
-        query, key = query[batch.rows], key[batch.rows]
-        n, heads = query.shape[1], attn.heads
+        n = query.shape[1]
         h, w = layer.resolution(batch.latent_hw)
         if h * w != n:
             raise RuntimeError(f"{layer.name}: expected {h}x{w} queries for latent {batch.latent_hw}, got {n}")
-        query = query.unflatten(-1, (heads, -1)).transpose(1, 2)  # (rows, heads, n, d)
-        key = key.unflatten(-1, (heads, -1)).transpose(1, 2)  # (rows, heads, tokens, d)
-        if attn.upcast_attention:
-            query, key = query.float(), key.float()
-        scores = torch.matmul(query, key.transpose(-1, -2)) * attn.scale
-        probs = torch.softmax(scores, dim=-1, dtype=torch.float32)  # (rows, heads, n, tokens)
-        if self.selection.heads == "mean":
-            probs = probs.mean(dim=1, keepdim=True)
-        index = batch.token_index[:, None, None, :].expand(-1, probs.shape[1], n, -1)
-        picked = probs.gather(-1, index).permute(0, 3, 1, 2).flatten(2)  # (rows, tokens, heads*n)
-        slot, start = batch.slot_of_step[batch.step], self._offsets[layer.name]
-        target = batch.buffer[:, :, slot, start : start + picked.shape[-1]]
-        if batch.uncond_offset:  # rows are [uncond, cond]; cond slots come first in the buffer
-            cond = picked[batch.uncond_offset :, : batch.cond_width]
-            target[:, : batch.cond_width].copy_(cond)
-            target[:, batch.cond_width :].copy_(picked[: batch.uncond_offset, : target.shape[1] - batch.cond_width])
+        shape = (n, attn.heads, query.shape[-1], key.shape[-1], attn.upcast_attention, attn.scale)
+        if batch.pending and shape != batch.pending_shape:
+            self._compute_group(batch)
+        batch.pending.append((layer, query[batch.rows], key[batch.rows]))
+        batch.pending_shape = shape
+
+    def _compute_group(self, batch: _Batch) -> None:
+        """Probabilities of the pending layers (same shapes) into the buffer at the current step."""
+        layers, queries, keys = zip(*batch.pending)
+        batch.pending = []
+        n, heads, _, _, upcast, scale = batch.pending_shape
+        picked = group_probabilities(
+            queries, keys, heads=heads, scale=scale, upcast=upcast,
+            token_index=batch.token_index, mean_heads=self.selection.heads == "mean",
+        )  # (layers, rows, heads or 1, n, tokens)
+        size = picked.shape[2] * n  # one layer's width in L
+        slot = batch.slot_of_step[batch.step]
+        starts = [self._offsets[layer.name] for layer in layers]
+        if starts == list(range(starts[0], starts[0] + size * len(layers), size)):  # adjacent in L: one copy
+            spans = [(starts[0], picked)]
         else:
-            target.copy_(picked[:, : target.shape[1]])
+            spans = [(start, picked[g : g + 1]) for g, start in enumerate(starts)]
+        for start, part in spans:
+            n_layers, _, n_heads = part.shape[:3]
+            target = batch.buffer[:, :, slot, start : start + size * n_layers].unflatten(-1, (n_layers, n_heads, n))
+            rows = part.permute(1, 4, 0, 2, 3)  # (rows, tokens, layers, heads, n)
+            if batch.uncond_offset:  # rows are [uncond, cond]; cond slots come first in the buffer
+                target[:, : batch.cond_width].copy_(rows[batch.uncond_offset :, : batch.cond_width])
+                target[:, batch.cond_width :].copy_(rows[: batch.uncond_offset, : target.shape[1] - batch.cond_width])
+            else:
+                target.copy_(rows[:, : target.shape[1]])
 
     def _finish(self, batch: _Batch) -> None:
         run_ids = self._writer.reserve(len(batch.records))
