@@ -130,7 +130,7 @@ def recover(path: str | os.PathLike) -> int:
             record = old.record(int(run))
             rows = old.rows(int(run))
             start = _append(new["maps"], old.file["maps"][rows])
-            _write_run_entries(new, record, start, complete=True)
+            _write_run_entries(new, [record], [start], complete=True)
             if old.has_image[run]:
                 _append(new["images"], old.file["images"][int(run)][None])
                 new["runs/has_image"][-1] = True
@@ -140,27 +140,38 @@ def recover(path: str | os.PathLike) -> int:
     return len(keep)
 
 
-def _write_run_entries(file: h5py.File, record: RunRecord, row_start: int, complete: bool) -> None:
+def _write_run_entries(file: h5py.File, records: list[RunRecord], row_starts: list[int], complete: bool) -> None:
+    """Append the /runs and /tokens entries of ``records`` (maps rows from ``row_starts``): one write per field."""
     runs, tokens = file["runs"], file["tokens"]
     values = {
-        "prompt": [record.prompt],
-        "negative_prompt": [record.negative_prompt],
-        "seed": [record.seed],
-        "guidance_scale": [record.guidance_scale],
-        "row_start": [row_start],
-        "n_tokens": [record.n_tokens],
-        "n_uncond_tokens": [record.n_uncond_tokens],
-        "extra": [json.dumps(record.extra, sort_keys=True)],
-        "complete": [complete],
-        "has_image": [False],
+        "prompt": [r.prompt for r in records],
+        "negative_prompt": [r.negative_prompt for r in records],
+        "seed": [r.seed for r in records],
+        "guidance_scale": [r.guidance_scale for r in records],
+        "row_start": row_starts,
+        "n_tokens": [r.n_tokens for r in records],
+        "n_uncond_tokens": [r.n_uncond_tokens for r in records],
+        "extra": [json.dumps(r.extra, sort_keys=True) for r in records],
+        "complete": [complete] * len(records),
+        "has_image": [False] * len(records),
     }
     for name, value in values.items():
         _append(runs[name], value)
-    branch = [1] * record.n_tokens + [0] * record.n_uncond_tokens
-    _append(tokens["position"], [p for p, _, _ in record.tokens])
-    _append(tokens["text"], [t for _, t, _ in record.tokens])
-    _append(tokens["word"], [w for _, _, w in record.tokens])
-    _append(tokens["branch"], branch)
+    every = [token for r in records for token in r.tokens]
+    _append(tokens["position"], [p for p, _, _ in every])
+    _append(tokens["text"], [t for _, t, _ in every])
+    _append(tokens["word"], [w for _, _, w in every])
+    _append(tokens["branch"], [b for r in records for b in [1] * r.n_tokens + [0] * r.n_uncond_tokens])
+
+
+def _spans(slots: list[int]) -> list[slice]:
+    """Consecutive runs of token slots as slices: ``[0, 1, 2, 7, 8]`` → ``[0:3, 7:9]``."""
+    spans, start = [], 0
+    for i in range(1, len(slots) + 1):
+        if i == len(slots) or slots[i] != slots[i - 1] + 1:
+            spans.append(slice(slots[start], slots[i - 1] + 1))
+            start = i
+    return spans
 
 
 class RunWriter:
@@ -295,17 +306,16 @@ class RunWriter:
         dataset = file["maps"]
         start = dataset.shape[0]
         dataset.resize((start + sum(counts),) + dataset.shape[1:])
-        # One row (a token's maps over all steps and layers, one chunk) per write: h5py holds the
-        # GIL while it writes, and short writes let the sampling thread keep launching kernels.
-        row = start
+        # Few large writes: h5py lets go of the GIL while HDF5 writes, so the sampling thread keeps
+        # launching kernels; what holds the GIL is the per-call bookkeeping, so calls are per run, not per row.
+        row_starts, row = [], start
         for index, owned in enumerate(slots):
-            for slot in owned:
-                dataset[row] = maps[index, slot]
-                row += 1
-        row = start
-        for record, count in zip(batch.records, counts):
-            _write_run_entries(file, record, row, complete=False)
-            row += count
+            row_starts.append(row)
+            for span in _spans(owned):
+                count = span.stop - span.start
+                dataset[row : row + count] = maps[index, span]
+                row += count
+        _write_run_entries(file, batch.records, row_starts, complete=False)
         file.flush()
         file["runs/complete"][first : first + len(counts)] = True
         file.flush()
@@ -317,10 +327,19 @@ class RunWriter:
             images.resize((last,) + images.shape[1:])
         if item.images.shape[1:] != images.shape[1:]:
             raise RunFileError(f"image shape {item.images.shape[1:]} does not match the file's {images.shape[1:]}")
-        for image, run in zip(item.images, item.run_ids):
-            images[run] = image
+        first, n = item.run_ids[0], len(item.run_ids)
+        consecutive = item.run_ids == list(range(first, first + n))  # the runs of one pipeline call
+        if consecutive:
+            images[first : first + n] = item.images
+        else:
+            for image, run in zip(item.images, item.run_ids):
+                images[run] = image
         self.file.flush()
-        for run in item.run_ids:
-            self.file["runs/has_image"][run] = True
+        has_image = self.file["runs/has_image"]
+        if consecutive:
+            has_image[first : first + n] = True
+        else:
+            for run in item.run_ids:
+                has_image[run] = True
         self.file.flush()
 
