@@ -8,19 +8,30 @@ thermal drift hit all alike:
 * ``attnscope`` — ``capture(pipe, sink=file)``: all 16 cross-attention layers,
   mean over heads, the prompt's tokens, every step, written to disk (the time
   includes waiting for the writer thread to finish);
+* ``attnscope-memory`` — the same capture into an in-memory run file
+  (``sink=None``): what writing to disk adds;
 * ``daam-style`` — the usual way: an explicit attention processor that
   materialises the probabilities and copies each layer's maps to the host
-  synchronously, every step (kept in host memory, not written).
+  synchronously, every step (kept in host memory, not written);
+* with ``--baseline FILE``, ``baseline``: the ``capture`` of another version of
+  ``attnscope/hooks/capture.py`` (e.g. ``git show HEAD~1:attnscope/hooks/capture.py``),
+  so an optimisation is measured before vs after in one process.
+
+The capture modes also report the *drain*: seconds from the last pipeline
+call's return until the run file is closed (the writer finishing its queue).
 
     python benchmarks/capture_overhead.py --out benchmarks/results/capture_overhead.md
     python benchmarks/capture_overhead.py --smoke     # tiny model on the CPU: checks the script
+    python benchmarks/capture_overhead.py --baseline /tmp/capture_before.py --out /tmp/overhead.md
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import platform
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -60,14 +71,27 @@ def run_plain(pipe, kwargs, calls: int) -> dict:
     return {}
 
 
-def run_attnscope(pipe, kwargs, calls: int, folder: Path, index: int) -> dict:
-    path = folder / f"capture-{index}.h5"
-    with capture(pipe, sink=path):
+def run_capture(capture_fn, pipe, kwargs, calls: int, path: Path | None) -> dict:
+    """``calls`` pipeline calls in one capture context writing to ``path`` (None: in memory)."""
+    with capture_fn(pipe, sink=path) as cap:
         for _ in range(calls):
             pipe(**kwargs)
+        returned = time.perf_counter()
+    drain = time.perf_counter() - returned
+    if path is None:
+        return {"bytes": cap.file.file["maps"].id.get_storage_size(), "drain": drain}
     size = path.stat().st_size
     path.unlink()
-    return {"bytes": size}
+    return {"bytes": size, "drain": drain}
+
+
+def load_capture(path: Path):
+    """The ``capture`` function of a capture module kept outside the package (another version of it)."""
+    spec = importlib.util.spec_from_file_location("attnscope_capture_baseline", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module.capture
 
 
 def run_daam(pipe, kwargs, calls: int) -> dict:
@@ -97,7 +121,8 @@ def timed(fn, device: torch.device) -> tuple[float, dict, int]:
     return time.perf_counter() - start, info, peak
 
 
-def benchmark(pipe, device, batch: int, calls: int, steps: int, size: int, repeats: int, folder: Path) -> dict:
+def benchmark(pipe, device, batch: int, calls: int, steps: int, size: int, repeats: int, folder: Path,
+              baseline=None) -> dict:
     """Median seconds per batch of each mode; one measurement = ``calls`` consecutive pipeline calls."""
     kwargs = dict(
         prompt=[PROMPT] * batch, num_inference_steps=steps, guidance_scale=7.5, height=size, width=size,
@@ -105,10 +130,13 @@ def benchmark(pipe, device, batch: int, calls: int, steps: int, size: int, repea
     )
     modes = {
         "plain": lambda i: run_plain(pipe, kwargs, calls),
-        "attnscope": lambda i: run_attnscope(pipe, kwargs, calls, folder, i),
+        "attnscope": lambda i: run_capture(capture, pipe, kwargs, calls, folder / f"capture-{i}.h5"),
+        "attnscope-memory": lambda i: run_capture(capture, pipe, kwargs, calls, None),
         "daam-style": lambda i: run_daam(pipe, kwargs, calls),
     }
-    results = {mode: {"times": [], "peak": 0, "bytes": 0} for mode in modes}
+    if baseline is not None:
+        modes["baseline"] = lambda i: run_capture(baseline, pipe, kwargs, calls, folder / f"baseline-{i}.h5")
+    results = {mode: {"times": [], "drains": [], "peak": 0, "bytes": 0} for mode in modes}
     for mode, fn in modes.items():  # warm-up: kernels, allocator, pinned buffers
         fn(-1)
     for index in range(repeats):
@@ -117,7 +145,11 @@ def benchmark(pipe, device, batch: int, calls: int, steps: int, size: int, repea
             results[mode]["times"].append(seconds / calls)
             results[mode]["peak"] = max(results[mode]["peak"], peak)
             results[mode]["bytes"] = info.get("bytes", 0) / calls
-    return {mode: {**r, "median": statistics.median(r["times"])} for mode, r in results.items()}
+            if "drain" in info:
+                results[mode]["drains"].append(info["drain"])
+    return {mode: {**r, "median": statistics.median(r["times"]),
+                   "drain": statistics.median(r["drains"]) if r["drains"] else None}
+            for mode, r in results.items()}
 
 
 def report(all_results: dict, device: torch.device, dtype: torch.dtype, steps: int, size: int, repeats: int,
@@ -132,22 +164,25 @@ def report(all_results: dict, device: torch.device, dtype: torch.dtype, steps: i
         f"context, its file closed at the end) divided by {calls}; median of {repeats} interleaved repeats after "
         f"one warm-up each; all modes in one process. Prompt: “{PROMPT}” (17 tokens).",
         "",
-        "| batch | mode | s / batch | ratio vs plain | MB written per image | peak GPU memory (GB) | peak vs plain |",
-        "|---|---|---|---|---|---|---|",
+        "| batch | mode | s / batch | ratio vs plain | drain s (per measurement) | MB per image "
+        "| peak GPU memory (GB) | peak vs plain |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for batch, results in all_results.items():
         plain = results["plain"]
-        for mode in ("plain", "attnscope", "daam-style"):
-            r = results[mode]
+        for mode, r in results.items():
             mb = r["bytes"] / batch / 1e6
+            drain = "–" if r["drain"] is None else f"{r['drain']:.3f}"
             lines.append(
-                f"| {batch} | {mode} | {r['median']:.3f} | {r['median'] / plain['median']:.3f} | "
+                f"| {batch} | {mode} | {r['median']:.3f} | {r['median'] / plain['median']:.3f} | {drain} | "
                 f"{mb:.1f} | {r['peak'] / 1e9:.2f} | {r['peak'] / max(plain['peak'], 1):.3f} |"
             )
     lines += [
         "",
         "`attnscope`: all 16 cross-attention layers, heads averaged on the GPU, the prompt's tokens, every step, "
-        "float16, written to an HDF5 run file by the writer thread (time includes the final flush). "
+        "float16, written to an HDF5 run file by the writer thread (time includes the final flush, the drain "
+        "column says how much of it came after the last pipeline call returned); `attnscope-memory`: the same "
+        "into an in-memory run file. "
         "`daam-style`: explicit per-head probabilities, synchronous `.cpu()` of each layer's head-mean every "
         "step, kept in RAM (MB column = bytes copied to the host, not written).",
         "",
@@ -167,16 +202,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--calls", type=int, default=3, help="consecutive pipeline calls per measurement")
     parser.add_argument("--smoke", action="store_true", help="tiny widths on the CPU, to check the script")
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--baseline", type=Path, default=None,
+                        help="another version of attnscope/hooks/capture.py to time side by side")
     args = parser.parse_args(argv)
     device = torch.device("cuda" if torch.cuda.is_available() and not args.smoke else "cpu")
     dtype = torch.float16 if device.type == "cuda" else torch.float32
     size = 64 if args.smoke else 512
     steps = 3 if args.smoke else args.steps
     pipe = random_sd14_pipeline(device, dtype, smoke=args.smoke)
+    baseline = load_capture(args.baseline) if args.baseline else None
     all_results = {}
     with tempfile.TemporaryDirectory() as folder:
         for batch in args.batch or [1, 8]:
-            all_results[batch] = benchmark(pipe, device, batch, args.calls, steps, size, args.repeats, Path(folder))
+            all_results[batch] = benchmark(pipe, device, batch, args.calls, steps, size, args.repeats, Path(folder),
+                                           baseline)
     text = report(all_results, device, dtype, steps, size, args.repeats, args.calls)
     print(text)
     if args.out:
