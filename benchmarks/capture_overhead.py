@@ -122,7 +122,7 @@ def timed(fn, device: torch.device) -> tuple[float, dict, int]:
 
 
 def benchmark(pipe, device, batch: int, calls: int, steps: int, size: int, repeats: int, folder: Path,
-              baseline=None) -> dict:
+              baseline=None, only: list[str] | None = None) -> dict:
     """Median seconds per batch of each mode; one measurement = ``calls`` consecutive pipeline calls."""
     kwargs = dict(
         prompt=[PROMPT] * batch, num_inference_steps=steps, guidance_scale=7.5, height=size, width=size,
@@ -136,6 +136,7 @@ def benchmark(pipe, device, batch: int, calls: int, steps: int, size: int, repea
     }
     if baseline is not None:
         modes["baseline"] = lambda i: run_capture(baseline, pipe, kwargs, calls, folder / f"baseline-{i}.h5")
+    modes = {mode: fn for mode, fn in modes.items() if mode == "plain" or not only or mode in only}
     results = {mode: {"times": [], "drains": [], "peak": 0, "bytes": 0} for mode in modes}
     for mode, fn in modes.items():  # warm-up: kernels, allocator, pinned buffers
         fn(-1)
@@ -202,6 +203,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--calls", type=int, default=3, help="consecutive pipeline calls per measurement")
     parser.add_argument("--smoke", action="store_true", help="tiny widths on the CPU, to check the script")
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--mode", action="append", default=None,
+                        choices=["attnscope", "attnscope-memory", "daam-style", "baseline"],
+                        help="modes to time beside plain (default: all)")
     parser.add_argument("--baseline", type=Path, default=None,
                         help="another version of attnscope/hooks/capture.py to time side by side")
     args = parser.parse_args(argv)
@@ -215,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as folder:
         for batch in args.batch or [1, 8]:
             all_results[batch] = benchmark(pipe, device, batch, args.calls, steps, size, args.repeats, Path(folder),
-                                           baseline)
+                                           baseline, args.mode)
     text = report(all_results, device, dtype, steps, size, args.repeats, args.calls)
     print(text)
     if args.out:

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from attnscope import capture
+from attnscope import capture, cross_attention_layers
 from attnscope.models import tiny_sd_pipeline
 from attnscope.sampling import Job, SamplerSettings, generate
 from attnscope.store import RunFile
@@ -35,3 +35,29 @@ def test_probabilities_on_cuda_sum_to_one_over_all_tokens(cuda_sd):
         generate(cuda_sd, [Job("a red car", 0)], SamplerSettings(steps=3, height=64, width=64), progress=False, cap=cap)
     maps = cap.maps("down_blocks.0.attentions.0.transformer_blocks.0.attn2")  # (steps, 77, 1, 8, 8)
     assert np.allclose(maps.sum(axis=1), 1.0, atol=1e-3)
+
+
+def test_every_layer_on_cuda_matches_explicit_softmax_of_the_same_q_and_k(cuda_sd):
+    """Grouped layers, fp16 and the asynchronous host copy: each step's maps are that step's q/k's softmax."""
+    layers = {layer.name: layer.module for layer in cross_attention_layers(cuda_sd.unet)}
+    seen = {name: {"q": [], "k": []} for name in layers}
+    hooks = [getattr(module, f"to_{which}").register_forward_hook(
+                 lambda m, i, o, name=name, which=which: seen[name][which].append(o.detach().clone()))
+             for name, module in layers.items() for which in ("q", "k")]
+    try:
+        with capture(cuda_sd, heads="all", dtype=torch.float32) as cap:
+            generate(cuda_sd, [Job("a wooden bench and a bird", 0), Job("a red car", 1)],
+                     SamplerSettings(steps=4, guidance_scale=7.5, height=64, width=64), progress=False, cap=cap)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    for run, row in ((0, 2), (1, 3)):  # UNet rows are [uncond, uncond, cond, cond]
+        positions = [t.position for t in cap.file.tokens(cap.run_ids[run])]
+        for name, attn in layers.items():
+            maps = cap.maps(name, run=run)  # (steps, tokens, heads, h, w)
+            for step in range(maps.shape[0]):
+                q, k = seen[name]["q"][step][row : row + 1], seen[name]["k"][step][row : row + 1]
+                probs = attn.get_attention_scores(attn.head_to_batch_dim(q), attn.head_to_batch_dim(k)).float()
+                reference = probs[:, :, positions].permute(2, 0, 1).cpu()  # (tokens, heads, n)
+                captured = torch.from_numpy(maps[step].reshape(*reference.shape))
+                assert torch.allclose(captured, reference, atol=2e-3), (name, run, step)
