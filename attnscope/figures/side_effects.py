@@ -7,6 +7,7 @@ matplotlib figure; save it with :func:`attnscope.figures.style.save`.
 
 from __future__ import annotations
 
+import textwrap
 from typing import Mapping, Sequence
 
 from attnscope.figures.style import ONE_COLUMN, PALETTE, TWO_COLUMN, paper_style, plt
@@ -54,7 +55,7 @@ def metric_intervals(
     methods = ordered_methods({m: tables[m] for m in metrics}, order)
     colours = method_colours(methods)
     with paper_style():
-        figure, axes = plt.subplots(1, max(len(metrics), 1), figsize=(TWO_COLUMN, 2.3), squeeze=False)
+        figure, axes = plt.subplots(1, max(len(metrics), 1), figsize=(TWO_COLUMN, 3.2), squeeze=False)
         for axis, metric in zip(axes[0], metrics):
             rows = tables[metric]
             groups = [c for c in rows[0] if c not in STATISTICS and c not in ("method", "erased")]
@@ -64,10 +65,10 @@ def metric_intervals(
             axis.bar(range(len(bars)), estimates, yerr=errors, capsize=3, color=[colours[r["method"]] for r in bars],
                      error_kw={"elinewidth": 0.8})
             labels = [" ".join([r["method"], *(str(r[g]) for g in groups)]) for r in bars]
-            axis.set_xticks(range(len(bars)), labels, rotation=30, ha="right")
+            axis.set_xticks(range(len(bars)), labels, rotation=90 if groups else 30, ha="center" if groups else "right")
             axis.set_ylim(0, 1.05)
             title, better = TITLES.get(metric, (metric, ""))
-            axis.set_title(f"{title}\n({better})" if better else title)
+            axis.set_title("\n".join([title, *textwrap.wrap(f"({better})", 16)]) if better else title)
             axis.grid(axis="y", linewidth=0.3, alpha=0.5)
         if not metrics:
             axes[0, 0].set_axis_off()
