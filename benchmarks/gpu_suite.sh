@@ -21,8 +21,8 @@ for name in $only; do
         step toy_eval_g$g 100 python3 -m attnscope.models.toy.evaluate --model "$model" --prompts 200 --seeds 4 \
           --steps 50 --guidance "$g" --batch 400 --out "$out/toy_eval_g$g.json" --markdown "$out/toy_eval_g$g.md"
       done ;;
-    capture_overhead) step capture_overhead 170 python3 benchmarks/capture_overhead.py --repeats "${REPEATS:-3}" \
-        --out "$out/capture_overhead.md" ;;
+    capture_overhead) step capture_overhead 300 python3 benchmarks/capture_overhead.py --repeats "${REPEATS:-3}" \
+        --mode attnscope --mode daam-style --out "$out/capture_overhead.md" ;;
     erasure_timing) step erasure_timing 90 python3 benchmarks/erasure_timing.py --repeats "${REPEATS:-3}" \
         --out "$out/erasure_timing.md" ;;
     gpu_tests) step gpu_tests 90 python3 -m pytest -q -m gpu tests -p no:cacheprovider ;;
