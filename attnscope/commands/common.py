@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import argparse
 
-import torch
+DTYPES = ("bfloat16", "float16", "float32")  # names of torch dtypes: torch is imported when a model loads
 
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+def torch_dtype(name: str | None):
+    """``torch.float16`` for ``"float16"``; ``None`` stays ``None``."""
+    import torch
+
+    return None if name is None else getattr(torch, name)
 
 
 def add_model_options(parser: argparse.ArgumentParser) -> None:
@@ -15,7 +20,7 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
                        help="'toy' (built-in, default), 'tiny-sd'/'tiny-sd2'/'tiny-sdxl' (random), "
                             "a diffusers folder, or a hub id already in the local cache")
     group.add_argument("--device", default="auto", help="'auto' (CUDA if present), 'cpu', 'cuda', 'cuda:1' ...")
-    group.add_argument("--dtype", choices=sorted(DTYPES), default=None,
+    group.add_argument("--dtype", choices=DTYPES, default=None,
                        help="model dtype (default: float16 on CUDA, float32 on CPU)")
     group.add_argument("--edit", action="append", default=[], metavar="PATH",
                        help="apply a saved edit (from `attnscope erase`) before sampling; repeatable")
@@ -38,7 +43,7 @@ def load_from_args(args: argparse.Namespace):
     from attnscope.models import load_pipeline, resolve_device
 
     device = resolve_device(args.device)
-    dtype = DTYPES[args.dtype] if args.dtype else (torch.float16 if device.type == "cuda" else torch.float32)
+    dtype = torch_dtype(args.dtype or ("float16" if device.type == "cuda" else "float32"))
     pipe = load_pipeline(args.model, device=device, dtype=dtype)
     for path in args.edit:
         from attnscope.erasure import Edit

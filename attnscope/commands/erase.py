@@ -16,8 +16,6 @@ import time
 from collections import defaultdict
 from typing import TYPE_CHECKING
 
-import torch
-
 from attnscope.commands.common import add_model_options, load_from_args
 
 if TYPE_CHECKING:
@@ -29,7 +27,7 @@ _HYPER = ("lam", "uce_lam", "erase_scale", "preserve_scale", "lam_r", "epochs", 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     """Register ``erase`` on the CLI's sub-parsers."""
-    from attnscope.erasure.embeddings import TOKEN_CHOICES
+    from attnscope.erasure.methods import TOKEN_CHOICES
     from attnscope.erasure.presets import PRESETS
 
     parser = subparsers.add_parser(
@@ -119,6 +117,8 @@ def run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     edit = _compute(pipe, args)
     if pipe.device.type == "cuda":
+        import torch
+
         torch.cuda.synchronize(pipe.device)
     seconds = time.perf_counter() - started
     path = edit.save(args.out)

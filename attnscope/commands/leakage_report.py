@@ -22,7 +22,7 @@ import argparse
 import time
 from pathlib import Path
 
-from attnscope.commands.common import DTYPES
+from attnscope.commands.common import DTYPES, torch_dtype
 
 REDUCED_SEEDS = 2
 REDUCED_STEPS = 20
@@ -32,7 +32,7 @@ JUDGES = ("oracle", "blip", "florence2", "qwen2.5-vl")
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
-    from attnscope.runner import METHODS
+    from attnscope.erasure.methods import METHODS
 
     parser = subparsers.add_parser(
         "leakage-report", help="benchmark erasure side effects (target/retain/evasion/leakage) and write a report",
@@ -63,7 +63,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     model = parser.add_argument_group("model and judge")
     model.add_argument("--model", default="toy", help="'toy' (built-in, default), a diffusers folder or cached hub id")
     model.add_argument("--device", default="auto", help="'auto' (CUDA if present), 'cpu', 'cuda:1', ...")
-    model.add_argument("--dtype", choices=sorted(DTYPES), default=None,
+    model.add_argument("--dtype", choices=DTYPES, default=None,
                        help="model dtype (default: float16 on CUDA, float32 on CPU)")
     model.add_argument("--judge", choices=JUDGES, default="oracle",
                        help="who answers the questions (default: the toy oracle)")
@@ -117,7 +117,7 @@ def cpu_threads(setting: str) -> int:
 def _load(args: argparse.Namespace, model: str, device):
     from attnscope.models import load_pipeline
 
-    return load_pipeline(model, device=device, dtype=DTYPES[args.dtype] if args.dtype else None)
+    return load_pipeline(model, device=device, dtype=torch_dtype(args.dtype))
 
 
 def _generate(args: argparse.Namespace, started: float) -> int:

@@ -28,8 +28,9 @@ from typing import Literal, Sequence
 
 import torch
 
+from attnscope.erasure.methods import TOKEN_CHOICES
+
 TokenChoice = Literal["last", "eos-aligned"]
-TOKEN_CHOICES: tuple[str, ...] = ("last", "eos-aligned")
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ from typing import Callable, Sequence
 import torch
 
 from attnscope.erasure.edit import Edit
+from attnscope.erasure.methods import METHODS
 from attnscope.runner.shard import Shard
 
 
@@ -49,8 +50,6 @@ def _eraser(method: str, epochs: int) -> Callable[[object, Sequence[str]], Edit]
         )
     raise ValueError(f"unknown erasure method {method!r}; choose from {', '.join(METHODS)}")
 
-
-METHODS = ("uce", "rece", "uce-progressive", "rece-progressive")
 
 
 def state_name(method: str, concepts: Sequence[str]) -> str:
