@@ -49,10 +49,17 @@ def _is_toy_folder(folder: Path) -> bool:
     return index.get("_class_name") == "ToyWorldPipeline"
 
 
+def dtype_keyword(dtype: torch.dtype) -> dict[str, torch.dtype]:
+    """``from_pretrained``'s dtype argument: ``dtype=`` where diffusers knows it, else the older ``torch_dtype=``."""
+    from diffusers.pipelines import pipeline_utils
+
+    return {"dtype": dtype} if hasattr(pipeline_utils, "_resolve_dtype") else {"torch_dtype": dtype}
+
+
 def _from_folder(folder: Path, dtype: torch.dtype):
     from diffusers import DiffusionPipeline
 
-    kwargs = {"torch_dtype": dtype, "low_cpu_mem_usage": False}
+    kwargs = {**dtype_keyword(dtype), "low_cpu_mem_usage": False}
     if _is_toy_folder(folder):
         from attnscope.models.toy import ToyWorldPipeline
 
@@ -67,7 +74,7 @@ def _from_hub_cache(model_id: str, dtype: torch.dtype):
     from diffusers import DiffusionPipeline
     from huggingface_hub import constants
 
-    kwargs = {"torch_dtype": dtype, "low_cpu_mem_usage": False}
+    kwargs = {**dtype_keyword(dtype), "low_cpu_mem_usage": False}
     try:
         return DiffusionPipeline.from_pretrained(
             model_id, local_files_only=True, safety_checker=None, requires_safety_checker=False, **kwargs

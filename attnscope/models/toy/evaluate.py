@@ -45,6 +45,7 @@ from attnscope.datasets.toyworld import (
     caption_for,
     parse_caption,
 )
+from attnscope.models.loading import dtype_keyword
 from attnscope.models.toy import default_model_path, default_oracle_path
 from attnscope.models.toy.oracle import Detection, ToyOracle
 from attnscope.models.toy.pipeline import DEFAULT_GUIDANCE_SCALE, ToyWorldPipeline
@@ -157,7 +158,7 @@ def evaluate(model: Path, oracle_path: Path, n_prompts: int = 200, seeds: int = 
     """Generate ``n_prompts × seeds`` images and score them with the oracle; returns the results dict."""
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     dtype = torch.float16 if device.startswith("cuda") else torch.float32
-    pipe = ToyWorldPipeline.from_pretrained(model, torch_dtype=dtype).to(device)
+    pipe = ToyWorldPipeline.from_pretrained(model, **dtype_keyword(dtype)).to(device)
     pipe.set_progress_bar_config(disable=True)
     oracle = ToyOracle.load(oracle_path, device=device)
     jobs = [(i, kind, prompt, s) for i, (kind, prompt) in enumerate(prompt_set(n_prompts, prompt_seed))
