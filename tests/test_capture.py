@@ -73,6 +73,19 @@ def test_every_layer_head_and_branch_matches_explicit_softmax(sd):
                 assert torch.allclose(captured, reference, atol=1e-5), (name, branch, step)
 
 
+def test_layers_stored_in_another_order_than_they_run_give_the_same_maps(sd):
+    """Groups only join layers whose maps sit side by side in the file; reversed storage splits every group."""
+    with capture(sd, dtype=torch.float32) as usual:
+        sample(sd, steps=2)
+    reordered = capture(sd, dtype=torch.float32)
+    reordered.layers.reverse()
+    with reordered:
+        sample(sd, steps=2)
+    assert [spec.name for spec in reordered.file.layers] == [spec.name for spec in usual.file.layers][::-1]
+    for spec in usual.file.layers:
+        assert np.allclose(usual.maps(spec.name), reordered.maps(spec.name), atol=1e-6)
+
+
 def test_processors_are_the_original_objects_after_exit_and_after_an_error(sd):
     before = dict(sd.unet.attn_processors)
     with capture(sd):

@@ -81,6 +81,7 @@ class _Batch:
     grabbed: dict = field(default_factory=dict)  # "q"/"k" of the layer running now
     pending: list = field(default_factory=list)  # (layer, q, k) of the group being collected
     pending_shape: tuple = ()  # what the pending layers share: queries, heads, width, upcast, scale
+    pending_end: int = 0  # where in L the pending layers' maps end; the next layer of the group starts there
 
 
 class Capture:
@@ -108,7 +109,7 @@ class Capture:
         self._text_calls: list[torch.Tensor] = []
         self._labels: list[dict] = []
         self._batch: _Batch | None = None
-        self._offsets: dict[str, int] = {}
+        self._extents: dict[str, tuple[int, int]] = {}  # layer -> (start, end) of its maps in L
         self._handles: list = []
         self._originals: dict[str, object] = {}
         self._file: RunFile | None = None
@@ -272,7 +273,7 @@ class Capture:
         latent_hw = (sample.shape[-2], sample.shape[-1])
         schema = self._schema(latent_hw, steps)
         self._writer.open(schema)
-        self._offsets = {spec.name: spec.offset for spec in schema.layers}
+        self._extents = {spec.name: (spec.offset, spec.offset + spec.size) for spec in schema.layers}
         buffer = torch.zeros(
             (n_runs, cond_width + uncond_width, len(steps), schema.width_l), dtype=self.selection.dtype, device=device
         )
@@ -349,7 +350,11 @@ class Capture:
         )
 
     def record(self, layer: CrossAttentionLayer, attn) -> None:
-        """Keep ``layer``'s q/k of the current step; compute the previous group first if it is complete."""
+        """Keep ``layer``'s q/k of the current step; compute the previous group first if it is complete.
+
+        A group is a run of layers with the same shapes whose maps lie side by side in ``L``, so that its
+        probabilities go into the buffer with one copy.
+        """
         batch = self._batch
         query, key = batch.grabbed.pop("q"), batch.grabbed.pop("k")
         n = query.shape[1]
@@ -357,13 +362,14 @@ class Capture:
         if h * w != n:
             raise RuntimeError(f"{layer.name}: expected {h}x{w} queries for latent {batch.latent_hw}, got {n}")
         shape = (n, attn.heads, query.shape[-1], key.shape[-1], attn.upcast_attention, attn.scale)
-        if batch.pending and shape != batch.pending_shape:
+        start, end = self._extents[layer.name]
+        if batch.pending and (shape != batch.pending_shape or start != batch.pending_end):
             self._compute_group(batch)
         batch.pending.append((layer, query[batch.rows], key[batch.rows]))
-        batch.pending_shape = shape
+        batch.pending_shape, batch.pending_end = shape, end
 
     def _compute_group(self, batch: _Batch) -> None:
-        """Probabilities of the pending layers (same shapes) into the buffer at the current step."""
+        """Probabilities of the pending layers (same shapes, adjacent in L) into the buffer at the current step."""
         layers, queries, keys = zip(*batch.pending)
         batch.pending = []
         n, heads, _, _, upcast, scale = batch.pending_shape
@@ -371,22 +377,15 @@ class Capture:
             queries, keys, heads=heads, scale=scale, upcast=upcast,
             token_index=batch.token_index, mean_heads=self.selection.heads == "mean",
         )  # (layers, rows, heads or 1, n, tokens)
-        size = picked.shape[2] * n  # one layer's width in L
-        slot = batch.slot_of_step[batch.step]
-        starts = [self._offsets[layer.name] for layer in layers]
-        if starts == list(range(starts[0], starts[0] + size * len(layers), size)):  # adjacent in L: one copy
-            spans = [(starts[0], picked)]
+        start, n_layers, n_heads = self._extents[layers[0].name][0], len(layers), picked.shape[2]
+        target = batch.buffer[:, :, batch.slot_of_step[batch.step], start : batch.pending_end]
+        target = target.unflatten(-1, (n_layers, n_heads, n))
+        rows = picked.permute(1, 4, 0, 2, 3)  # (rows, tokens, layers, heads, n)
+        if batch.uncond_offset:  # rows are [uncond, cond]; cond slots come first in the buffer
+            target[:, : batch.cond_width].copy_(rows[batch.uncond_offset :, : batch.cond_width])
+            target[:, batch.cond_width :].copy_(rows[: batch.uncond_offset, : target.shape[1] - batch.cond_width])
         else:
-            spans = [(start, picked[g : g + 1]) for g, start in enumerate(starts)]
-        for start, part in spans:
-            n_layers, _, n_heads = part.shape[:3]
-            target = batch.buffer[:, :, slot, start : start + size * n_layers].unflatten(-1, (n_layers, n_heads, n))
-            rows = part.permute(1, 4, 0, 2, 3)  # (rows, tokens, layers, heads, n)
-            if batch.uncond_offset:  # rows are [uncond, cond]; cond slots come first in the buffer
-                target[:, : batch.cond_width].copy_(rows[batch.uncond_offset :, : batch.cond_width])
-                target[:, batch.cond_width :].copy_(rows[: batch.uncond_offset, : target.shape[1] - batch.cond_width])
-            else:
-                target.copy_(rows[:, : target.shape[1]])
+            target.copy_(rows[:, : target.shape[1]])
 
     def _finish(self, batch: _Batch) -> None:
         run_ids = self._writer.reserve(len(batch.records))
