@@ -92,53 +92,48 @@ def _finish(pipe):
     return pipe
 
 
-def tiny_sd_pipeline(seed: int = 0) -> StableDiffusionPipeline:
-    """SD 1.x architecture: 4 down / 4 up blocks, 16 ``attn2`` layers, 8 heads, PNDM."""
-    torch.manual_seed(seed)
-    unet = UNet2DConditionModel(
+def _tiny_sd_unet(**heads) -> UNet2DConditionModel:
+    """The SD 1.x/2.x UNet layout at tiny widths; ``heads``: how the two versions lay out attention heads."""
+    return UNet2DConditionModel(
         sample_size=8,
         down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
         up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
         block_out_channels=(32, 32, 64, 64),
         layers_per_block=2,
         cross_attention_dim=32,
-        attention_head_dim=8,
         norm_num_groups=8,
+        **heads,
     )
-    scheduler = PNDMScheduler(
-        beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", skip_prk_steps=True,
-        steps_offset=1, set_alpha_to_one=False,
-    )
+
+
+def _sd_pipeline(unet: UNet2DConditionModel, scheduler, seed: int) -> StableDiffusionPipeline:
     pipe = StableDiffusionPipeline(
         **_sd_components(unet, seed), scheduler=scheduler, safety_checker=None,
         feature_extractor=None, requires_safety_checker=False,
     )
     return _finish(pipe)
+
+
+def tiny_sd_pipeline(seed: int = 0) -> StableDiffusionPipeline:
+    """SD 1.x architecture: 4 down / 4 up blocks, 16 ``attn2`` layers, 8 heads, PNDM."""
+    torch.manual_seed(seed)
+    unet = _tiny_sd_unet(attention_head_dim=8)
+    scheduler = PNDMScheduler(
+        beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", skip_prk_steps=True,
+        steps_offset=1, set_alpha_to_one=False,
+    )
+    return _sd_pipeline(unet, scheduler, seed)
 
 
 def tiny_sd2_pipeline(seed: int = 0) -> StableDiffusionPipeline:
     """SD 2.x architecture: linear projections, per-block head counts, v-prediction."""
     torch.manual_seed(seed)
-    unet = UNet2DConditionModel(
-        sample_size=8,
-        down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
-        up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
-        block_out_channels=(32, 32, 64, 64),
-        layers_per_block=2,
-        cross_attention_dim=32,
-        attention_head_dim=(2, 2, 4, 4),
-        use_linear_projection=True,
-        norm_num_groups=8,
-    )
+    unet = _tiny_sd_unet(attention_head_dim=(2, 2, 4, 4), use_linear_projection=True)
     scheduler = DDIMScheduler(
         beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
         prediction_type="v_prediction", steps_offset=1, set_alpha_to_one=False, clip_sample=False,
     )
-    pipe = StableDiffusionPipeline(
-        **_sd_components(unet, seed), scheduler=scheduler, safety_checker=None,
-        feature_extractor=None, requires_safety_checker=False,
-    )
-    return _finish(pipe)
+    return _sd_pipeline(unet, scheduler, seed)
 
 
 def tiny_sdxl_pipeline(seed: int = 0) -> StableDiffusionXLPipeline:
