@@ -1,6 +1,8 @@
 """Shared fixtures: tiny random pipelines with the real SD architectures."""
 
+import importlib.util
 import os
+from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach a hub; fail fast if code tries
 
@@ -45,3 +47,12 @@ def sdxl():
 
 def seeded(*seeds: int) -> list[torch.Generator]:
     return [torch.Generator().manual_seed(s) for s in seeds]
+
+
+def benchmark(name: str):
+    """The script ``benchmarks/{name}.py`` as a module (benchmarks are scripts, not a package)."""
+    script = Path(__file__).parents[1] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"benchmark_{name}", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -12,6 +12,7 @@ from attnscope.analyses.run_binding import drift_study, pair_runs
 from attnscope.cli import main
 from attnscope.store import RunFile, RunRecord, RunWriter
 from attnscope.store.schema import CaptureSchema, layout
+from conftest import benchmark
 
 PROMPT = "a wooden bench and a bird"
 TOKENS = [(0, "<|startoftext|>", -1), (1, "a", 0), (2, "wooden", 1), (3, "bench", 2), (4, "and", 3), (5, "a", 4),
@@ -178,15 +179,8 @@ def test_attribute_command(tmp_path, capsys):
 
 
 def test_drift_benchmark_runs_in_smoke_mode(tmp_path):
-    import importlib.util
-    from pathlib import Path
-
-    script = Path(__file__).resolve().parents[1] / "benchmarks" / "drift.py"
-    spec = importlib.util.spec_from_file_location("drift_benchmark", script)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
     out = tmp_path / "drift.md"
-    assert module.main(["--smoke", "--out", str(out), "--results", str(tmp_path / "results"),
+    assert benchmark("drift").main(["--smoke", "--out", str(out), "--results", str(tmp_path / "results"),
                         "--figures", str(tmp_path / "figures"), "--work", str(tmp_path / "work"),
                         "--resamples", "100", "--threads", str(torch.get_num_threads())]) == 0
     report = out.read_text()

@@ -18,6 +18,7 @@ from attnscope.erasure.embeddings import encode_prompts, erasure_rows
 from attnscope.erasure.layers import KVStack
 from attnscope.models import tiny_sd_pipeline
 from attnscope.models.toy import ToyModelConfig, build_toy_pipeline
+from conftest import benchmark
 
 
 @pytest.fixture(scope="module")
@@ -236,14 +237,7 @@ def test_cli_writes_a_loadable_edit(tmp_path, capsys):
 
 
 def test_timing_benchmark_runs_in_smoke_mode(tmp_path):
-    import importlib.util
-    from pathlib import Path
-
-    script = Path(__file__).resolve().parents[1] / "benchmarks" / "erasure_timing.py"
-    spec = importlib.util.spec_from_file_location("erasure_timing", script)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
     out = tmp_path / "timing.md"
-    assert module.main(["--smoke", "--repeats", "1", "--out", str(out)]) == 0
+    assert benchmark("erasure_timing").main(["--smoke", "--repeats", "1", "--out", str(out)]) == 0
     table = out.read_text()
     assert "| RECE, 3 epochs, last token |" in table and "edits finite: True" in table

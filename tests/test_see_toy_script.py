@@ -1,22 +1,17 @@
 """benchmarks/see_toy.py in --smoke mode, phase by phase: states, throughput, report."""
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+from conftest import benchmark
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "see_toy.py"
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
 def see_toy():
-    spec = importlib.util.spec_from_file_location("see_toy_benchmark", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.main
+    return benchmark("see_toy").main
 
 
 def test_phases_write_timings_throughput_and_report(see_toy, tmp_path, capsys):
