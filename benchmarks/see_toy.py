@@ -203,12 +203,12 @@ def run_captured(pipe, oracle: ToyOracle, method: str, plan: Plan, args: argpars
 # --------------------------------------------------------------------------- phase 2: throughput
 
 
-def timed(device: torch.device, work: Callable[..., object], *args: Any) -> float:
-    """Seconds ``work(*args)`` takes, the GPU synchronised before and after."""
+def timed(device: torch.device, work: Callable[[], object]) -> float:
+    """Seconds ``work()`` takes, the GPU synchronised before and after."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     started = time.perf_counter()
-    work(*args)
+    work()
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     return time.perf_counter() - started
@@ -240,9 +240,11 @@ def measure_throughput(pipe, plan: Plan, args: argparse.Namespace, n_batches: in
     sample_plain(pipe, chosen[:1], plan.settings)
     passes = []
     for kind in PASSES:
-        work = (lambda: sample_captured(pipe, chosen, plan.settings, scratch)) if kind == "with" else (
-            lambda: sample_plain(pipe, chosen, plan.settings))
-        passes.append({"capture": kind == "with", "seconds": round(timed(pipe.device, work), 3)})
+        if kind == "with":
+            seconds = timed(pipe.device, lambda: sample_captured(pipe, chosen, plan.settings, scratch))
+        else:
+            seconds = timed(pipe.device, lambda: sample_plain(pipe, chosen, plan.settings))
+        passes.append({"capture": kind == "with", "seconds": round(seconds, 3)})
     images = sum(len(batch) for batch in chosen)
     with_s = sum(p["seconds"] for p in passes if p["capture"])
     without_s = sum(p["seconds"] for p in passes if not p["capture"])
