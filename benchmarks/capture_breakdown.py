@@ -30,7 +30,7 @@ from attnscope.models.sd14 import random_sd14_pipeline
 from attnscope.store.writer import RunWriter
 
 sys.path.insert(0, str(Path(__file__).parent))
-from capture_overhead import PROMPT  # noqa: E402
+from capture_overhead import pipeline_call  # noqa: E402
 
 Capture = sys.modules["attnscope.hooks.capture"].Capture
 ORIGINAL = {"record": Capture.record, "compute": Capture._compute_group, "submit": RunWriter.submit}
@@ -68,8 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args(argv)
     pipe = random_sd14_pipeline(torch.device("cuda"), torch.float16)
-    kwargs = dict(prompt=[PROMPT] * args.batch, num_inference_steps=50, guidance_scale=7.5, height=512, width=512,
-                  generator=[torch.Generator().manual_seed(i) for i in range(args.batch)], output_type="np")
+    kwargs = pipeline_call(args.batch)
     folder = Path(tempfile.mkdtemp())
     cpu = {"record": 0.0, "compute": 0.0}
 

@@ -65,6 +65,14 @@ class DaamStyleProcessor:
         return attn.to_out[1](attn.to_out[0](out))
 
 
+def pipeline_call(batch: int, steps: int = 50, size: int = 512) -> dict:
+    """The benchmark's pipeline arguments: ``batch`` copies of :data:`PROMPT`, CFG 7.5, seeds 0..batch-1."""
+    return dict(
+        prompt=[PROMPT] * batch, num_inference_steps=steps, guidance_scale=7.5, height=size, width=size,
+        generator=[torch.Generator().manual_seed(i) for i in range(batch)], output_type="np",
+    )
+
+
 def run_plain(pipe, kwargs, calls: int) -> dict:
     for _ in range(calls):
         pipe(**kwargs)
@@ -124,10 +132,7 @@ def timed(fn, device: torch.device) -> tuple[float, dict, int]:
 def benchmark(pipe, device, batch: int, calls: int, steps: int, size: int, repeats: int, folder: Path,
               baseline=None, only: list[str] | None = None) -> dict:
     """Median seconds per batch of each mode; one measurement = ``calls`` consecutive pipeline calls."""
-    kwargs = dict(
-        prompt=[PROMPT] * batch, num_inference_steps=steps, guidance_scale=7.5, height=size, width=size,
-        generator=[torch.Generator().manual_seed(i) for i in range(batch)], output_type="np",
-    )
+    kwargs = pipeline_call(batch, steps, size)
     modes = {
         "plain": lambda i: run_plain(pipe, kwargs, calls),
         "attnscope": lambda i: run_capture(capture, pipe, kwargs, calls, folder / f"capture-{i}.h5"),
