@@ -8,7 +8,8 @@ The public API in one screen::
     pipe = load_pipeline()                       # the built-in toy model
     with capture(pipe, sink="run.h5") as cap:
         pipe("a wooden bench and a blue bird", generator=torch.Generator().manual_seed(0))
-    cap.maps(word="wooden")                      # (steps, layers...) per-token attention
+    cap.heatmap(word="wooden")                   # (H, W): all layers and steps, DAAM-style
+    cap.maps("up_blocks.1.attentions.0.transformer_blocks.0.attn2", word="wooden")  # (steps, heads, h, w)
 
 Heavy imports (torch, diffusers) happen on first use of a name, so the
 command line starts fast.
