@@ -15,22 +15,17 @@ Heavy imports (torch, diffusers) happen on first use of a name, so the
 command line starts fast.
 """
 
-from importlib import import_module
+from attnscope._lazy import lazy_attributes
 
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "AttentionCache": "attnscope.hooks",
-    "capture": "attnscope.hooks",
-    "cross_attention_layers": "attnscope.hooks",
-    "load_pipeline": "attnscope.models",
-    "RunFile": "attnscope.store",
+    "AttentionCache": "hooks",
+    "capture": "hooks",
+    "cross_attention_layers": "hooks",
+    "load_pipeline": "models",
+    "RunFile": "store",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]
-
-
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        return getattr(import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'attnscope' has no attribute {name!r}")
+__getattr__ = lazy_attributes(__name__, _EXPORTS)

@@ -21,7 +21,7 @@ Names are imported on first use, so ``import attnscope.analyses`` is cheap
 (entanglement pulls in torch only when asked for).
 """
 
-from importlib import import_module
+from attnscope._lazy import lazy_attributes
 
 _EXPORTS = {
     "Interval": "stats",
@@ -76,9 +76,4 @@ _EXPORTS = {
 }
 
 __all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        return getattr(import_module(f"attnscope.analyses.{_EXPORTS[name]}"), name)
-    raise AttributeError(f"module 'attnscope.analyses' has no attribute {name!r}")
+__getattr__ = lazy_attributes(__name__, _EXPORTS)

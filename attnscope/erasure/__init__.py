@@ -15,7 +15,7 @@ Names are imported on first use, so importing a light submodule (presets)
 does not pull in diffusers.
 """
 
-from importlib import import_module
+from attnscope._lazy import lazy_attributes
 
 _EXPORTS = {
     "Edit": "edit",
@@ -41,9 +41,4 @@ _EXPORTS = {
 }
 
 __all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        return getattr(import_module(f"attnscope.erasure.{_EXPORTS[name]}"), name)
-    raise AttributeError(f"module 'attnscope.erasure' has no attribute {name!r}")
+__getattr__ = lazy_attributes(__name__, _EXPORTS)
