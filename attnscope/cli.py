@@ -8,6 +8,7 @@ only when their command runs, so ``attnscope --help`` is instant.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from importlib import import_module
 
@@ -66,6 +67,9 @@ def main(argv: list[str] | None = None) -> int:
     module = import_module(f"attnscope.commands.{COMMANDS[args.command]}")
     try:
         return int(module.run(args) or 0)
+    except BrokenPipeError:  # output piped into `head` and the like, which stopped reading
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit flush cannot fail again
+        return 1
     except (FileNotFoundError, ValueError, KeyError, RuntimeError) as error:
         print(f"attnscope {args.command}: error: {error}", file=sys.stderr)
         return 2
