@@ -154,6 +154,29 @@ def parse_caption(caption: str) -> list[dict[str, str]]:
     return objects
 
 
+def word_kind(word: str) -> str | None:
+    """What a vocabulary word names: ``"size"``, ``"colour"``, ``"material"``, ``"cls"``,
+    ``"superclass"``, or None for other words ("a", "and", ...)."""
+    return _WORD_KIND.get(word.lower())
+
+
+def word_objects(caption: str) -> list[int]:
+    """For each whitespace word of ``caption``, the index of the object it describes.
+
+    Nouns and attribute words get their phrase's object index (phrases are
+    separated by "and"); every other word ("a", "and", ...) gets -1.
+
+    >>> word_objects("a small red car and a bird")
+    [-1, 0, 0, 0, -1, -1, 1]
+    """
+    out, obj = [], 0
+    for word in caption.lower().split():
+        if word == "and":
+            obj += 1
+        out.append(obj if word in _WORD_KIND else -1)
+    return out
+
+
 # --------------------------------------------------------------------------- sampling
 
 

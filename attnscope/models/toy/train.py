@@ -6,18 +6,23 @@
 
 Each step renders a fresh batch with :mod:`attnscope.datasets.toyworld` on the
 training device, turns it into 12×32×32 "latents" (2×2 space-to-depth), and
-trains UNet and text encoder jointly: v-prediction on the cosine schedule,
+trains the UNet — with a text encoder pre-trained by :mod:`.pretrain_text` and
+frozen (``--text-encoder``), as Stable Diffusion does, or jointly with a random
+one — on v-prediction over the cosine schedule,
 min-SNR-γ weighting (floored at 1 so the noisiest steps, which decide the
 layout, keep their weight), 10% empty prompts for classifier-free guidance,
 bf16 autocast on CUDA, AdamW (LR warm-up, then linear from ``--lr`` to
 ``--lr-end`` over the call: decay it in the last call), an EMA of the weights.
+``--ground W`` adds the token grounding loss of :mod:`.grounding` with weight W.
 
 The run stops by itself ``--minutes`` after start-up (a safety margin
 included) and writes into ``--out`` at most 7 files, each ≤ 15 MB:
 
 - ``state-NNNNN.safetensors``: raw and EMA weights in fp16 (keys
-  ``raw/…`` and ``ema/…``), sharded; the optimizer state is not saved, so a
-  resumed run restarts Adam's moments (with a short LR warm-up again),
+  ``raw/…`` and ``ema/…``; with ``--save-ema-only`` the EMA alone, which a
+  resumed run then also takes as its raw weights), sharded; the optimizer
+  state is not saved, so a resumed run restarts Adam's moments (with a short
+  LR warm-up again),
 - ``state.json``: step, images seen, architecture, arguments,
 - ``train_log.jsonl``: step, loss, images/s, elapsed seconds, every log interval,
 - ``samples.png``: a grid of EMA samples for a quick look.
@@ -47,6 +52,8 @@ from PIL import Image
 from safetensors.torch import load_file, save_file
 
 from attnscope.datasets.toyworld import Scene, render, sample_scenes
+from attnscope.models.toy.grounding import grounding_loss, set_grounding_processors, token_objects
+from attnscope.models.toy.pretrain_text import load_text_encoder
 from attnscope.models.toy.pipeline import (
     ToyModelConfig,
     ToyWorldPipeline,
@@ -70,9 +77,11 @@ SAMPLE_PROMPTS = (
 class BatchStream:
     """Background thread that samples scenes and tokenizes their captions.
 
-    ``next()`` returns ``(scenes, input_ids)``: a list of ``batch`` scenes and
-    int64 token ids (batch, 16) with ``p_drop`` of the captions replaced by
-    the empty prompt. Rendering is left to the caller (it runs on the GPU).
+    ``next()`` returns ``(scenes, input_ids, objects)``: a list of ``batch``
+    scenes, int64 token ids (batch, 16) with ``p_drop`` of the captions
+    replaced by the empty prompt, and per token the object it names
+    (:func:`~attnscope.models.toy.grounding.token_objects`, -1 for dropped
+    captions). Rendering is left to the caller (it runs on the GPU).
     """
 
     def __init__(self, tokenizer, batch: int, seed: tuple[int, ...], p_drop: float = 0.1, depth: int = 4):
@@ -83,7 +92,7 @@ class BatchStream:
         self._thread = threading.Thread(target=self._fill, daemon=True)
         self._thread.start()
 
-    def _make(self) -> tuple[list[Scene], torch.Tensor]:
+    def _make(self) -> tuple[list[Scene], torch.Tensor, torch.Tensor]:
         scenes = sample_scenes(self._batch, self._rng)
         drop = self._rng.random(self._batch) < self._p_drop
         captions = ["" if d else s.caption for s, d in zip(scenes, drop)]
@@ -91,7 +100,7 @@ class BatchStream:
             captions, padding="max_length", max_length=self._tokenizer.model_max_length, truncation=True,
             return_tensors="pt",
         ).input_ids
-        return scenes, ids
+        return scenes, ids, token_objects(scenes, ids.shape[1], list(drop))
 
     def _fill(self) -> None:
         while not self._stop.is_set():
@@ -103,7 +112,7 @@ class BatchStream:
                 except queue.Full:
                     continue
 
-    def next(self) -> tuple[list[Scene], torch.Tensor]:
+    def next(self) -> tuple[list[Scene], torch.Tensor, torch.Tensor]:
         return self._queue.get()
 
     def close(self) -> None:
@@ -115,10 +124,10 @@ class BatchStream:
 
 
 def diffusion_loss(
-    unet, text_encoder, x0: torch.Tensor, ids: torch.Tensor, alphas_cumprod: torch.Tensor,
+    unet, embeds: torch.Tensor, x0: torch.Tensor, alphas_cumprod: torch.Tensor,
     prediction_type: str, snr_gamma: float,
 ) -> torch.Tensor:
-    """Weighted denoising loss of clean latents ``x0`` (B, 12, 32, 32) given token ids (B, 16).
+    """Weighted denoising loss of clean latents ``x0`` (B, 12, 32, 32) given text embeddings (B, 16, hidden).
 
     Weight per sample: ``clamp(snr, 1, γ) / (snr + 1)`` for v-prediction and
     ``min(snr, γ) / snr`` for ε-prediction (min-SNR-γ; γ ≤ 0 disables it).
@@ -129,7 +138,6 @@ def diffusion_loss(
     noise = torch.randn_like(x0)
     xt = a.sqrt() * x0 + (1 - a).sqrt() * noise
     target = a.sqrt() * noise - (1 - a).sqrt() * x0 if prediction_type == "v_prediction" else noise
-    embeds = text_encoder(ids)[0]
     pred = unet(xt, t, encoder_hidden_states=embeds, return_dict=False)[0]
     mse = F.mse_loss(pred.float(), target, reduction="none").mean(dim=(1, 2, 3))
     if snr_gamma > 0:
@@ -160,9 +168,10 @@ class EMA:
 
 
 def _named_params(pipe: ToyWorldPipeline) -> dict[str, torch.nn.Parameter]:
+    """The trained parameters: the UNet's, and the text encoder's unless it is frozen."""
     return {
         **{f"unet.{k}": p for k, p in pipe.unet.named_parameters()},
-        **{f"text_encoder.{k}": p for k, p in pipe.text_encoder.named_parameters()},
+        **{f"text_encoder.{k}": p for k, p in pipe.text_encoder.named_parameters() if p.requires_grad},
     }
 
 
@@ -173,13 +182,15 @@ def _module_states(pipe: ToyWorldPipeline) -> dict[str, torch.Tensor]:
     }
 
 
-def save_state(out: Path, pipe: ToyWorldPipeline, ema: EMA, meta: dict) -> None:
-    """Write raw + EMA weights (fp16 shards ≤ 15 MB) and ``state.json`` into ``out``."""
+def save_state(out: Path, pipe: ToyWorldPipeline, ema: EMA, meta: dict, ema_only: bool = False) -> None:
+    """Write raw + EMA weights (or the EMA alone) as fp16 shards ≤ 15 MB, and ``state.json``, into ``out``."""
     out.mkdir(parents=True, exist_ok=True)
     raw = {k: v.detach() for k, v in _module_states(pipe).items()}
     ema_tensors = dict(raw)
     ema_tensors.update(zip(_named_params(pipe), ema.shadow))
-    tensors = {**{f"raw/{k}": v for k, v in raw.items()}, **{f"ema/{k}": v for k, v in ema_tensors.items()}}
+    tensors = {f"ema/{k}": v for k, v in ema_tensors.items()}
+    if not ema_only:
+        tensors.update({f"raw/{k}": v for k, v in raw.items()})
     shards: list[dict[str, torch.Tensor]] = [{}]
     size = 0
     for key, value in tensors.items():
@@ -203,14 +214,15 @@ def _config_from_json(d: dict) -> ToyModelConfig:
 
 
 def load_state(run: Path) -> tuple[dict, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-    """Read a run: ``(meta, raw, ema)``, weights keyed ``unet.…`` / ``text_encoder.…``."""
+    """Read a run: ``(meta, raw, ema)``, weights keyed ``unet.…`` / ``text_encoder.…``
+    (``raw`` is the EMA when the run saved only that)."""
     meta = json.loads((run / "state.json").read_text())
     tensors: dict[str, torch.Tensor] = {}
     for name in meta["shards"]:
         tensors.update(load_file(run / name))
     raw = {k[4:]: v for k, v in tensors.items() if k.startswith("raw/")}
     ema = {k[4:]: v for k, v in tensors.items() if k.startswith("ema/")}
-    return meta, raw, ema
+    return meta, raw or ema, ema
 
 
 def _load_into(pipe: ToyWorldPipeline, weights: dict[str, torch.Tensor]) -> None:
@@ -276,24 +288,32 @@ def train(args: argparse.Namespace) -> None:
         pipe = build_toy_pipeline(config, seed=args.seed)
         _load_into(pipe, raw)
         step, images_seen, train_seconds = meta["step"], meta["images_seen"], meta["train_seconds"]
+        frozen = meta.get("frozen_text_encoder", False)
         if resume.resolve() != out.resolve() and (resume / "train_log.jsonl").exists():
             shutil.copy(resume / "train_log.jsonl", out / "train_log.jsonl")
     else:
         config = ToyModelConfig.tiny() if args.tiny else ToyModelConfig(prediction_type=args.prediction_type)
         pipe = build_toy_pipeline(config, seed=args.seed)
         ema_weights = None
+        frozen = args.text_encoder is not None
+        if frozen:
+            load_text_encoder(pipe.text_encoder, Path(args.text_encoder))
         (out / "train_log.jsonl").unlink(missing_ok=True)
     pipe.to(device)
     unet, text_encoder = pipe.unet, pipe.text_encoder
     unet.train()
-    text_encoder.train()
+    text_encoder.train(not frozen)
+    text_encoder.requires_grad_(not frozen)
+    grounding_maps: list[torch.Tensor] = []
+    original_processors = set_grounding_processors(unet, grounding_maps) if args.ground > 0 else None
     params = list(_named_params(pipe).values())
     ema = EMA(params, args.ema_decay)
     if ema_weights is not None:
         names = list(_named_params(pipe))
         ema.shadow = [ema_weights[n].to(device, torch.float32) for n in names]
     n_params = sum(p.numel() for p in params)
-    print(f"device {device}, {n_params / 1e6:.2f}M parameters, start step {step}, config {asdict(config)}", flush=True)
+    print(f"device {device}, {n_params / 1e6:.2f}M trained parameters (text encoder "
+          f"{'frozen' if frozen else 'trained'}), start step {step}, config {asdict(config)}", flush=True)
 
     optimizer = torch.optim.AdamW(params, lr=args.lr, betas=(0.9, 0.99), weight_decay=0.01)
     alphas_cumprod = pipe.scheduler.alphas_cumprod.to(device, torch.float32)
@@ -302,19 +322,25 @@ def train(args: argparse.Namespace) -> None:
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
 
     log = (out / "train_log.jsonl").open("a")
-    first_step, window_loss, window_n, window_t = step, 0.0, 0, time.time()
+    first_step, window_loss, window_ground, window_n, window_t = step, 0.0, 0.0, 0, time.time()
     try:
         while time.time() < deadline:
-            scenes, ids = stream.next()
-            images, _ = render(scenes, device=device)
+            scenes, ids, objects = stream.next()
+            images, masks = render(scenes, device=device)
             x0 = images_to_latents(images)
             progress = min(1.0, (time.time() - t_start) / (deadline - t_start))
             lr = (args.lr + (args.lr_end - args.lr) * progress) * min(1.0, (step - first_step + 1) / args.warmup)
             for group in optimizer.param_groups:
                 group["lr"] = lr
             with autocast:
-                loss = diffusion_loss(unet_fwd, text_encoder, x0, ids.to(device), alphas_cumprod,
-                                      config.prediction_type, args.snr_gamma)
+                with torch.set_grad_enabled(not frozen):
+                    embeds = text_encoder(ids.to(device))[0]
+                loss = diffusion_loss(unet_fwd, embeds, x0, alphas_cumprod, config.prediction_type, args.snr_gamma)
+                if args.ground > 0:
+                    ground = grounding_loss(grounding_maps, objects.to(device), masks)
+                    grounding_maps.clear()
+                    loss = loss + args.ground * ground
+                    window_ground += ground.detach()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -328,24 +354,27 @@ def train(args: argparse.Namespace) -> None:
                 now = time.time()
                 record = {
                     "step": step, "loss": round(float(window_loss) / window_n, 5),
+                    "ground": round(float(window_ground) / window_n, 4),
                     "images_per_s": round(window_n * args.batch / (now - window_t), 1),
                     "elapsed_s": round(now - t_start, 1), "lr": lr, "images_seen": images_seen,
                 }
                 print(json.dumps(record), flush=True)
                 log.write(json.dumps(record) + "\n")
                 log.flush()
-                window_loss, window_n, window_t = 0.0, 0, now
+                window_loss, window_ground, window_n, window_t = 0.0, 0.0, 0, now
     finally:
         stream.close()
         log.close()
 
     train_seconds += time.time() - t_start
     meta = {"step": step, "images_seen": images_seen, "train_seconds": round(train_seconds, 1),
-            "config": asdict(config), "args": vars(args)}
-    save_state(out, pipe, ema, meta)
+            "config": asdict(config), "args": vars(args), "frozen_text_encoder": frozen}
+    save_state(out, pipe, ema, meta, ema_only=args.save_ema_only)
     print(f"saved state at step {step} to {out} ({time.time() - t_start:.0f} s since start)", flush=True)
     unet.eval()
     text_encoder.eval()
+    if original_processors is not None:
+        unet.set_attn_processor(original_processors)
     save_samples(pipe, ema.shadow, out / "samples.png", steps=args.sample_steps)
     if args.export_pipeline:
         export(out, out / "pipeline")
@@ -366,6 +395,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--prediction-type", default="v_prediction", choices=["v_prediction", "epsilon"])
     p.add_argument("--log-every", type=int, default=50)
+    p.add_argument("--text-encoder", metavar="SAFETENSORS",
+                   help="pre-trained text encoder (pretrain_text's output) to load and freeze (new runs)")
+    p.add_argument("--ground", type=float, default=0.0, help="weight of the token grounding loss (0: off)")
+    p.add_argument("--save-ema-only", action="store_true", help="save the EMA weights only (smaller state)")
     p.add_argument("--sample-steps", type=int, default=30, help="sampling steps of samples.png")
     p.add_argument("--compile", action="store_true", help="torch.compile the UNet")
     p.add_argument("--tiny", action="store_true", help="tiny model, for smoke tests")
