@@ -5,8 +5,8 @@
 #   pretrain SECONDS            CLIP-style text encoder -> WORK/text
 #   variants MINUTES W1 W2 ...  UNets with that encoder frozen and grounding weight Wi, in parallel
 #                               processes -> WORK/g<Wi>; then a quick localisation + oracle check of each
-#   resume NAME MINUTES LR_END W  continue WORK/NAME with grounding weight W, LR decaying to LR_END; export
-#                               the pipeline to WORK/NAME/pipeline
+#   resume NAME MINUTES LR_END W [TRAIN_ARGS...]  continue WORK/NAME with grounding weight W, LR decaying
+#                               to LR_END, into WORK/NAME-2, and export the pipeline to WORK/NAME-2/pipeline
 #   eval MODEL PROMPTS SEEDS    acceptance evaluation (oracle + localisation, 50 steps) -> OUT/eval_*.{json,md}
 # Logs and small results go to OUT; weights stay in WORK (copy what must come back).
 set -u
@@ -37,8 +37,9 @@ case $phase in
     for w in "$@"; do echo "== g$w: $(tail -n 2 "$out/train_g$w.log" | head -n 1)"; cat "$out/quick_g$w.md"; done ;;
   resume)
     name=$1 minutes=$2 lr_end=$3 w=$4
+    shift 4
     $py -m attnscope.models.toy.train --resume "$work/$name" --out "$work/$name-2" --ground "$w" \
-      --minutes "$minutes" --lr-end "$lr_end" --save-ema-only --export-pipeline --log-every 100 --seed 1 \
+      --minutes "$minutes" --lr-end "$lr_end" --save-ema-only --export-pipeline --log-every 100 --seed 1 "$@" \
       > "$out/train_$name-2.log" 2>&1
     tail -n 3 "$out/train_$name-2.log" ;;
   eval)

@@ -2,16 +2,23 @@
 
 TokenCompose (Wang et al., CVPR 2024) fine-tunes Stable Diffusion with a
 token-level loss that pulls each noun token's cross-attention into its
-object's segmentation mask. The toy world's renderer knows every object's
-mask, so the toy UNet can get the same signal from the start, for nouns and
-attribute words alike:
+object's segmentation mask, and a pixel-level one that makes it cover the
+whole mask. The toy world's renderer knows every object's mask, so the toy
+UNet can get the same signal from the start, for nouns and attribute words
+alike:
 
-    L_ground = mean over layers and grounded tokens of (1 − Σ_in A / Σ A)²,
+    L_ground = mean over layers and grounded tokens of
+               (1 − Σ_in A / Σ A)²  +  c · KL(m / Σ m ‖ A / Σ A),
 
-where ``A`` is the token's attention map (heads averaged) and "in" weighs
-each cell by the fraction of it the object covers. Only queries and keys
-receive this gradient: what a token's value vector carries (and so how an
-attribute leaks into another object) is left to the denoising loss.
+where ``A`` is the token's attention map over the query cells (heads
+averaged) and ``m`` the fraction of each cell the object covers. The first
+term (TokenCompose's token loss) puts the mass inside the object; the second
+(``c``: ``coverage``) spreads it over the object instead of one peak — a
+peaked map inside the object fails DAAM's thresholded IoU. Only queries and
+keys receive this gradient: what a token's value vector carries (and so how
+an attribute leaks into another object) is left to the denoising loss.
+Whether the start token and padding act as attention sinks is left free too:
+each map is normalised over space, not over tokens.
 
 Usage in a training step::
 
@@ -85,8 +92,11 @@ def token_objects(scenes: list[Scene], n_positions: int, dropped: list[bool] | N
     return out
 
 
-def grounding_loss(maps: list[torch.Tensor], objects: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
-    """Mean over layers and grounded tokens of ``(1 − in-object share of the token's attention)²``.
+def grounding_loss(maps: list[torch.Tensor], objects: torch.Tensor, masks: torch.Tensor,
+                   coverage: float = 1.0) -> torch.Tensor:
+    """Mean over layers and grounded tokens of ``(1 − in-object share of the token's attention)²``
+    plus ``coverage`` × KL divergence of the token's spatial distribution from the uniform one
+    over its object's mask (see the module docstring).
 
     ``maps``: per layer (B, queries, tokens) probabilities on a square grid;
     ``objects``: (B, tokens) object index per token, -1 for ungrounded ones;
@@ -102,6 +112,12 @@ def grounding_loss(maps: list[torch.Tensor], objects: torch.Tensor, masks: torch
         cover = F.adaptive_avg_pool2d(masks.float(), side).flatten(2)  # (B, objects, queries)
         token_cover = cover.gather(1, index[:, :, None].expand(-1, -1, cover.shape[-1]))  # (B, tokens, queries)
         attention = probs.float().transpose(1, 2)  # (B, tokens, queries)
-        inside = (attention * token_cover).sum(-1) / attention.sum(-1).clamp_min(1e-12)
-        total = total + ((1 - inside) ** 2)[grounded].mean()
+        spatial = attention / attention.sum(-1, keepdim=True).clamp_min(1e-12)
+        inside = (spatial * token_cover).sum(-1)
+        loss = (1 - inside) ** 2
+        if coverage > 0:
+            target = token_cover / token_cover.sum(-1, keepdim=True).clamp_min(1e-12)
+            kl = (target * (target.clamp_min(1e-8).log() - spatial.clamp_min(1e-8).log())).sum(-1)
+            loss = loss + coverage * kl
+        total = total + loss[grounded].mean()
     return total / len(maps)

@@ -95,12 +95,12 @@ def pretrain(out: Path, seconds: float, batch: int = 1024, lr: float = 1e-3, see
     rng = np.random.default_rng(seed)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
     start, step = time.time(), 0
-    while time.time() - start < seconds:
+    while step == 0 or time.time() - start < seconds:  # at least one step
         scenes = sample_scenes(batch, rng)
         ids = model.tokenizer([s.caption for s in scenes], padding="max_length",
                               max_length=model.tokenizer.model_max_length, return_tensors="pt").input_ids.to(device)
         images, _ = render(scenes, device=device)
-        progress = (time.time() - start) / seconds
+        progress = (time.time() - start) / seconds if seconds > 0 else 1.0
         for group in optimizer.param_groups:  # warm-up, then cosine decay over the budget
             group["lr"] = lr * min(1.0, (step + 1) / 50) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
         with autocast:

@@ -13,7 +13,8 @@ min-SNR-γ weighting (floored at 1 so the noisiest steps, which decide the
 layout, keep their weight), 10% empty prompts for classifier-free guidance,
 bf16 autocast on CUDA, AdamW (LR warm-up, then linear from ``--lr`` to
 ``--lr-end`` over the call: decay it in the last call), an EMA of the weights.
-``--ground W`` adds the token grounding loss of :mod:`.grounding` with weight W.
+``--ground W`` adds the token grounding loss of :mod:`.grounding` with weight W
+(``--ground-coverage`` weighs its coverage term within it).
 
 The run stops by itself ``--minutes`` after start-up (a safety margin
 included) and writes into ``--out`` at most 7 files, each ≤ 15 MB:
@@ -337,7 +338,7 @@ def train(args: argparse.Namespace) -> None:
                     embeds = text_encoder(ids.to(device))[0]
                 loss = diffusion_loss(unet_fwd, embeds, x0, alphas_cumprod, config.prediction_type, args.snr_gamma)
                 if args.ground > 0:
-                    ground = grounding_loss(grounding_maps, objects.to(device), masks)
+                    ground = grounding_loss(grounding_maps, objects.to(device), masks, args.ground_coverage)
                     grounding_maps.clear()
                     loss = loss + args.ground * ground
                     window_ground += ground.detach()
@@ -398,6 +399,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--text-encoder", metavar="SAFETENSORS",
                    help="pre-trained text encoder (pretrain_text's output) to load and freeze (new runs)")
     p.add_argument("--ground", type=float, default=0.0, help="weight of the token grounding loss (0: off)")
+    p.add_argument("--ground-coverage", type=float, default=1.0,
+                   help="weight of the grounding loss's coverage (KL) term, relative to its in-object term")
     p.add_argument("--save-ema-only", action="store_true", help="save the EMA weights only (smaller state)")
     p.add_argument("--sample-steps", type=int, default=30, help="sampling steps of samples.png")
     p.add_argument("--compile", action="store_true", help="torch.compile the UNet")
