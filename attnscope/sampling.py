@@ -15,6 +15,7 @@ import torch
 from tqdm.auto import tqdm
 
 from attnscope.hooks.capture import Capture
+from attnscope.schedulers import scheduler_of
 
 
 @dataclass(frozen=True)
@@ -29,10 +30,14 @@ class Job:
 
 @dataclass(frozen=True)
 class SamplerSettings:
+    """How runs are sampled. ``None`` fields take the pipeline's own default;
+    ``scheduler`` names one of :data:`attnscope.schedulers.SCHEDULERS`."""
+
     steps: int = 50
-    guidance_scale: float | None = None  # None: the pipeline's default
+    guidance_scale: float | None = None
     height: int | None = None
     width: int | None = None
+    scheduler: str | None = None
 
     def pipeline_kwargs(self) -> dict:
         kwargs = {"num_inference_steps": self.steps}
@@ -70,13 +75,14 @@ def sample_batch(pipe, jobs: Sequence[Job], settings: SamplerSettings, cap: Capt
         )
     generators = [torch.Generator("cpu").manual_seed(job.seed) for job in jobs]
     negative = [job.negative_prompt for job in jobs]
-    output = pipe(
-        [job.prompt for job in jobs],
-        negative_prompt=negative if any(negative) else None,
-        generator=generators,
-        output_type="np",
-        **settings.pipeline_kwargs(),
-    )
+    with scheduler_of(pipe, settings.scheduler):
+        output = pipe(
+            [job.prompt for job in jobs],
+            negative_prompt=negative if any(negative) else None,
+            generator=generators,
+            output_type="np",
+            **settings.pipeline_kwargs(),
+        )
     images = to_uint8(output.images)
     if cap is not None:
         cap.add_images(images)

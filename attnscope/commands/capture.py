@@ -8,6 +8,11 @@ from pathlib import Path
 
 from attnscope.commands.common import add_model_options, add_sampler_options, load_from_args, sampler_from_args
 
+# DPM-Solver++(2M) in 10 steps draws the built-in model nearly as 50 DDIM steps do, at a fifth of the cost (oracle,
+# 800 images: single-object class/colour/material/size within 1.1 points, two objects both present 93.8 % vs 96.2 %,
+# binding 83.3 % vs 87.2 %; benchmarks/results/toy_model/samplers/). `--scheduler model --steps 50` gives DDIM.
+FAST_STEPS = 10
+
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
@@ -16,7 +21,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     )
     parser.add_argument("--prompt", action="append", required=True, help="prompt to sample; repeatable")
     add_model_options(parser)
-    add_sampler_options(parser)
+    add_sampler_options(parser, steps=FAST_STEPS, scheduler="dpm++")
     group = parser.add_argument_group("what to capture")
     group.add_argument("--layers", action="append", default=None,
                        help="layer names, globs ('up_blocks.*') or places (down/mid/up); default all")

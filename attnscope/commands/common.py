@@ -26,11 +26,16 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
                        help="apply a saved edit (from `attnscope erase`) before sampling; repeatable")
 
 
-def add_sampler_options(parser: argparse.ArgumentParser, steps: int = 50) -> None:
+def add_sampler_options(parser: argparse.ArgumentParser, steps: int = 50, scheduler: str | None = None) -> None:
+    """``--seed``, ``--steps``, ``--scheduler``, ... with this command's defaults (``scheduler`` None: the model's)."""
+    from attnscope.schedulers import SCHEDULERS
+
     group = parser.add_argument_group("sampler")
     group.add_argument("--seed", type=int, action="append", default=None,
                        help="seed of the initial noise; repeat for several images (default 0)")
     group.add_argument("--steps", type=int, default=steps, help=f"sampling steps (default {steps})")
+    group.add_argument("--scheduler", choices=SCHEDULERS + ("model",), default=scheduler or "model",
+                       help=f"sampler: 'model' (the model's own), 'ddim' or 'dpm++' (default {scheduler or 'model'})")
     group.add_argument("--guidance", type=float, default=None, help="CFG scale (default: the model's)")
     group.add_argument("--height", type=int, default=None, help="image height in pixels (default: the model's)")
     group.add_argument("--width", type=int, default=None, help="image width in pixels (default: the model's)")
@@ -55,4 +60,6 @@ def load_from_args(args: argparse.Namespace):
 def sampler_from_args(args: argparse.Namespace):
     from attnscope.sampling import SamplerSettings
 
-    return SamplerSettings(steps=args.steps, guidance_scale=args.guidance, height=args.height, width=args.width)
+    scheduler = None if args.scheduler == "model" else args.scheduler
+    return SamplerSettings(steps=args.steps, guidance_scale=args.guidance, height=args.height, width=args.width,
+                           scheduler=scheduler)

@@ -70,6 +70,7 @@ from attnscope.models.loading import dtype_keyword
 from attnscope.models.toy import default_model_path, default_oracle_path
 from attnscope.models.toy.oracle import Detection, ToyOracle
 from attnscope.models.toy.pipeline import DEFAULT_GUIDANCE_SCALE, ToyWorldPipeline
+from attnscope.schedulers import SCHEDULERS
 
 VALUES = {"size": SIZES, "colour": COLOUR_NAMES, "material": MATERIALS}
 TARGETS = {  # acceptance thresholds of issue 10 (toy model v2)
@@ -226,7 +227,8 @@ def markdown(results: dict) -> str:
         lines.append(f"| {k} | {fmt(v)} | {interval} | {mark} |")
     s = results["settings"]
     lines.append("")
-    lines.append(f"{s['prompts']} prompts × {s['seeds']} seeds, {s['steps']} steps, guidance {s['guidance_scale']}, "
+    lines.append(f"{s['prompts']} prompts × {s['seeds']} seeds, {s['steps']} steps of {s.get('scheduler', '?')}, "
+                 f"guidance {s['guidance_scale']}, "
                  f"{s['images']} images in {s['seconds']:.0f} s on {s['device']}")
     return "\n".join(lines)
 
@@ -239,11 +241,14 @@ def _captured_heat(runs, run: int, size: tuple[int, int]) -> tuple[np.ndarray, n
 
 def evaluate(model: Path, oracle_path: Path, n_prompts: int = 200, seeds: int = 4, steps: int = 50,
              guidance_scale: float = DEFAULT_GUIDANCE_SCALE, batch: int = 128, device: str | None = None,
-             prompt_seed: int = 0, localise: bool = False, kinds: tuple[str, ...] | None = None) -> dict:
+             prompt_seed: int = 0, localise: bool = False, kinds: tuple[str, ...] | None = None,
+             scheduler: str | None = None) -> dict:
     """Generate ``n_prompts × seeds`` images and score them with the oracle (and, with
     ``localise``, the attention maps against its masks); returns the results dict.
-    ``kinds`` keeps only prompts of those kinds (default: all)."""
+    ``kinds`` keeps only prompts of those kinds (default: all); ``scheduler`` samples with
+    another scheduler (:mod:`attnscope.schedulers`) than the pipeline's own."""
     from attnscope.hooks.capture import capture
+    from attnscope.schedulers import scheduler_of
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     dtype = torch.float16 if device.startswith("cuda") else torch.float32
@@ -259,8 +264,9 @@ def evaluate(model: Path, oracle_path: Path, n_prompts: int = 200, seeds: int = 
         generators = [torch.Generator().manual_seed(1000 * i + s) for i, _, _, s in chunk]
 
         def sample():
-            return pipe([p for _, _, p, _ in chunk], num_inference_steps=steps, guidance_scale=guidance_scale,
-                        generator=generators, output_type="pt").images
+            with scheduler_of(pipe, scheduler):
+                return pipe([p for _, _, p, _ in chunk], num_inference_steps=steps, guidance_scale=guidance_scale,
+                            generator=generators, output_type="pt").images
 
         if localise:
             with capture(pipe, tokens="all") as cap:
@@ -282,7 +288,8 @@ def evaluate(model: Path, oracle_path: Path, n_prompts: int = 200, seeds: int = 
     return {
         "settings": {"model": str(model), "oracle": str(oracle_path), "prompts": n_prompts, "seeds": seeds,
                      "steps": steps, "guidance_scale": guidance_scale, "images": len(records), "device": device,
-                     "seconds": round(seconds, 1), "prompt_seed": prompt_seed, "localise": localise},
+                     "seconds": round(seconds, 1), "prompt_seed": prompt_seed, "localise": localise,
+                     "scheduler": scheduler or type(pipe.scheduler).__name__},
         "metrics": aggregate(records),
         "records": [{k: v for k, v in r.items() if k != "metrics"} for r in records],
     }
@@ -301,11 +308,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", default="toy_eval.json")
     p.add_argument("--markdown", help="also write the table to this file")
     p.add_argument("--localise", action="store_true", help="also score attention localisation (captures maps)")
+    p.add_argument("--scheduler", choices=SCHEDULERS, help="sample with this scheduler (default: the model's)")
     p.add_argument("--kinds", nargs="+", choices=["single", "superclass", "two"], help="only these prompt kinds")
     args = p.parse_args(argv)
     results = evaluate(Path(args.model), Path(args.oracle), args.prompts, args.seeds, args.steps, args.guidance,
                        args.batch, args.device, localise=args.localise,
-                       kinds=tuple(args.kinds) if args.kinds else None)
+                       kinds=tuple(args.kinds) if args.kinds else None, scheduler=args.scheduler)
     table = markdown(results)
     print(table, flush=True)
     Path(args.out).write_text(json.dumps(results, indent=1))

@@ -1,0 +1,56 @@
+"""Samplers by name: swapped in for one call, restored after, recorded in the run file."""
+
+import pytest
+import torch
+
+from attnscope.hooks import capture
+from attnscope.models.toy.pipeline import ToyModelConfig, build_toy_pipeline
+from attnscope.sampling import Job, SamplerSettings, generate
+from attnscope.schedulers import SCHEDULERS, make_scheduler, scheduler_of
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    pipe = build_toy_pipeline(ToyModelConfig.tiny())
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def test_named_schedulers_keep_the_models_noise_schedule(pipe):
+    for name in SCHEDULERS:
+        scheduler = make_scheduler(name, pipe.scheduler.config)
+        assert scheduler.config.prediction_type == pipe.scheduler.config.prediction_type
+        assert torch.equal(scheduler.alphas_cumprod, pipe.scheduler.alphas_cumprod)
+    with pytest.raises(ValueError, match="unknown scheduler 'euler'"):
+        make_scheduler("euler", pipe.scheduler.config)
+
+
+def test_scheduler_is_swapped_for_the_block_and_restored_after_an_error(pipe):
+    own = pipe.scheduler
+    with pytest.raises(RuntimeError):
+        with scheduler_of(pipe, "dpm++"):
+            assert type(pipe.scheduler).__name__ == "DPMSolverMultistepScheduler"
+            raise RuntimeError("sampling failed")
+    assert pipe.scheduler is own
+    with scheduler_of(pipe, None):
+        assert pipe.scheduler is own
+
+
+def test_generate_with_dpm_records_the_sampler_in_the_run_file(pipe):
+    with capture(pipe) as cap:
+        generate(pipe, [Job("a red car", 0)], SamplerSettings(steps=4, scheduler="dpm++"), progress=False, cap=cap)
+    runs = cap.file
+    assert runs.schema.sampler["scheduler"] == "DPMSolverMultistepScheduler"
+    assert len(runs.schema.timesteps) == 4 and len(runs.steps) == 4
+    assert type(pipe.scheduler).__name__ == "DDIMScheduler"  # the pipeline keeps its own
+
+
+def test_capture_command_defaults_to_the_fast_sampler():
+    from attnscope.cli import build_parser
+    from attnscope.commands.capture import FAST_STEPS
+    from attnscope.commands.common import sampler_from_args
+
+    args = build_parser().parse_args(["capture", "--prompt", "a red car"])
+    assert sampler_from_args(args) == SamplerSettings(steps=FAST_STEPS, scheduler="dpm++")
+    args = build_parser().parse_args(["capture", "--prompt", "a red car", "--scheduler", "model", "--steps", "50"])
+    assert sampler_from_args(args) == SamplerSettings(steps=50, scheduler=None)
