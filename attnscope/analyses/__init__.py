@@ -16,6 +16,8 @@
   files, runs paired by prompt and seed, per layer and step.
 * :mod:`~attnscope.analyses.attribution` — integrated gradients of an
   attention or prediction target to the prompt's tokens.
+* :mod:`~attnscope.analyses.localisation` — does a word's attention land on
+  its object: DAAM-style IoU, mass ratio, own-object share, mass by token kind.
 
 Names are imported on first use, so ``import attnscope.analyses`` is cheap
 (entanglement pulls in torch only when asked for).
@@ -28,6 +30,10 @@ _EXPORTS = {
     "bootstrap_ci": "stats",
     "cluster_bootstrap_ci": "stats",
     "paired_cluster_bootstrap": "stats",
+    "heatmap_iou": "localisation",
+    "mass_ratio": "localisation",
+    "own_share": "localisation",
+    "run_localisation": "localisation",
     "aggregate": "regions",
     "otsu_mask": "regions",
     "otsu_threshold": "regions",
