@@ -242,3 +242,24 @@ def test_interrupts_and_failures_at_run_time_end_in_one_line(monkeypatch, tmp_pa
         cli.main(["--debug", "inspect", "run.h5"])
     with pytest.raises(OSError):
         cli.main(["inspect", "run.h5", "--debug"])
+
+
+def test_ctrl_c_during_a_capture_keeps_the_complete_runs(tmp_path, monkeypatch, capsys):
+    from attnscope import sampling
+
+    real, calls = sampling.sample_batch, []
+
+    def interrupted_on_the_second_batch(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(sampling, "sample_batch", interrupted_on_the_second_batch)
+    path = tmp_path / "run.h5"
+    argv = ["capture", "--prompt", "a red car", "--seed", "0", "--seed", "1", "--batch-size", "1", *TINY,
+            "--out", str(path)]
+    assert refused(capsys, argv, status=130).endswith("interrupted; complete runs and files written so far are kept")
+    with RunFile(path) as runs:
+        assert list(runs.column("seed")) == [0] and runs.complete.all()
+    assert not path.with_name("run.h5.lock").exists()

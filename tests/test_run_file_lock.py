@@ -119,3 +119,19 @@ def test_a_failed_writer_ends_the_capture_at_the_next_step(sd, tmp_path, monkeyp
         handle.remove()
     assert len(steps) == len(sd.scheduler.timesteps) + 1  # the second call stopped at its first UNet step
     assert not lock_path(tmp_path / "run.h5").exists()
+
+
+def test_a_merge_takes_the_lock_and_keeps_other_files(tmp_path):
+    from attnscope.store import merge_shards
+
+    shard = tmp_path / "shard-0.h5"
+    with RunWriter(shard) as writer:
+        writer.open(_schema())
+    notes = tmp_path / "notes.txt"
+    notes.write_text("mine")
+    with pytest.raises(FileRefused, match="not an attnscope run file"):
+        merge_shards([shard], notes)
+    with RunFileLock(tmp_path / "merged.h5"):
+        with pytest.raises(RunFileLocked):
+            merge_shards([shard], tmp_path / "merged.h5")
+    assert merge_shards([shard], tmp_path / "merged.h5") == 0
