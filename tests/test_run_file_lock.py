@@ -135,3 +135,13 @@ def test_a_merge_takes_the_lock_and_keeps_other_files(tmp_path):
         with pytest.raises(RunFileLocked):
             merge_shards([shard], tmp_path / "merged.h5")
     assert merge_shards([shard], tmp_path / "merged.h5") == 0
+
+
+def test_waiting_for_a_pinned_buffer_ends_when_the_writer_fails():
+    from attnscope.hooks.buffers import PinnedPool
+
+    def writer_failed():
+        raise RunWriterFailed("the run writer failed: disk full")
+
+    with pytest.raises(RunWriterFailed, match="disk full"):
+        PinnedPool(capacity=0).take((2, 3), torch.float16, check=writer_failed)  # every buffer is taken

@@ -397,7 +397,7 @@ class Capture:
         run_ids = self._writer.reserve(len(batch.records))
         buffer = batch.buffer
         if self._pool is not None:
-            host, release = self._pool.take(tuple(buffer.shape), buffer.dtype)
+            host, release = self._pool.take(tuple(buffer.shape), buffer.dtype, check=self._writer.check)
             host.copy_(buffer, non_blocking=True)
             ready = torch.cuda.Event()
             ready.record()

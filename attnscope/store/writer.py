@@ -308,8 +308,9 @@ class RunWriter:
         self._raise_if_failed()
 
     def check(self) -> None:
-        """Raise :class:`RunWriterFailed` if the writer thread failed (cheap; for the sampling loop)."""
+        """Raise :class:`RunWriterFailed` if the writer thread failed, died or stalled (cheap; for the sampling loop)."""
         self._raise_if_failed()
+        self._check_stalled()
 
     def _put(self, item) -> None:
         """Queue ``item``, waiting for room in slices so that a failed, dead or stalled thread ends the wait."""
@@ -335,11 +336,13 @@ class RunWriter:
             self._check_stalled()
 
     def _check_stalled(self) -> None:
-        """Raise when the thread died with work queued or has finished nothing for ``stall_seconds``."""
+        """Raise when, with work queued, the thread died or has finished nothing for ``stall_seconds``."""
+        if not self._queue.unfinished_tasks:  # an idle writer is not stalled
+            return
         where = self.path or "the in-memory file"
-        if not self._thread.is_alive() and self._queue.unfinished_tasks:
+        if not self._thread.is_alive():
             raise RunWriterFailed(f"the run writer of {where} stopped with work queued")
-        if self._thread.is_alive() and time.monotonic() - self._progress > self._stall_seconds:
+        if time.monotonic() - self._progress > self._stall_seconds:
             raise RunWriterFailed(f"the run writer of {where} made no progress for {self._stall_seconds:g} s "
                                   "(file system stuck?); complete runs so far are kept")
 
