@@ -10,7 +10,6 @@ from attnscope.commands.common import (
     add_model_options,
     add_sampler_options,
     load_from_args,
-    non_negative_int,
     sampler_from_args,
     writable_parent,
 )

@@ -12,7 +12,7 @@ import math
 import os
 from pathlib import Path
 
-from attnscope.errors import FileRefused, UsageError
+from attnscope.errors import FileRefused
 
 DTYPES = ("bfloat16", "float16", "float32")  # names of torch dtypes: torch is imported when a model loads
 MAX_SEED = 2**63 - 1  # seeds are stored as int64; -1 there means "unknown"
@@ -85,7 +85,9 @@ def writable_parent(path: Path, option: str) -> None:
     parent = path.parent if str(path.parent) else Path(".")
     existing = next((p for p in (parent, *parent.parents) if p.exists()), Path("."))
     if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
-        raise FileRefused(f"{option} {path}: cannot write in {existing} (not a writable folder); choose another {option}")
+        raise FileRefused(
+            f"{option} {path}: cannot write in {existing} (not a writable folder); choose another {option}"
+        )
 
 
 def refuse_overwrite(path: Path, option: str, *, overwrite: bool, kind: str, is_kind) -> None:
@@ -95,7 +97,9 @@ def refuse_overwrite(path: Path, option: str, *, overwrite: bool, kind: str, is_
     if not path.exists():
         return
     if not is_kind(path):
-        raise FileRefused(f"{option} {path} exists and is not {kind}: attnscope will not overwrite it; choose another {option}")
+        raise FileRefused(
+            f"{option} {path} exists and is not {kind}: attnscope will not overwrite it; choose another {option}"
+        )
     if not overwrite:
         raise FileRefused(f"{option} {path} exists: pass --overwrite to replace it, or choose another {option}")
 

@@ -61,7 +61,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                        help=f"every prompt, {FULL_SEEDS} seeds, {FULL_STEPS} steps (meant for a GPU)")
     bench.add_argument("--seeds", type=positive_int,
                        help=f"seeds 0..N-1 per prompt (default {REDUCED_SEEDS}; --full {FULL_SEEDS})")
-    bench.add_argument("--steps", type=positive_int, help=f"sampling steps (default {REDUCED_STEPS}; --full {FULL_STEPS})")
+    bench.add_argument("--steps", type=positive_int,
+                       help=f"sampling steps (default {REDUCED_STEPS}; --full {FULL_STEPS})")
     bench.add_argument("--guidance", type=finite_float, default=None, help="CFG scale (default: the model's)")
     bench.add_argument("--batch-size", type=positive_int, default=16, help="images per pipeline call (default 16)")
     bench.add_argument("--prompts", choices=("toy", "see"), default=None,
@@ -79,7 +80,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     model.add_argument("--threads", default="auto",
                        help="CPU threads for torch: a number, or 'auto' (default): one core less than the machine "
                             "has (at least 1), leaving a core to the run-file writer and the rest of the system")
-    parser.add_argument("--examples", type=non_negative_int, default=3, help="example image pairs per method (default 3)")
+    parser.add_argument("--examples", type=non_negative_int, default=3,
+                        help="example image pairs per method (default 3)")
     parser.add_argument("--out", type=Path, default=Path("leakage-report"),
                         help="output folder (default leakage-report/); a folder of an earlier report resumes")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")

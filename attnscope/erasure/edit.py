@@ -282,7 +282,9 @@ class Edit:
                         tensors[name] = f.get_tensor(name)
             meta = json.loads(header["meta"])
         except (KeyError, ValueError, json.JSONDecodeError) as error:
-            raise UnreadableFile(f"{path}: corrupt edit file ({error}); write it again with `attnscope erase`") from error
+            raise UnreadableFile(
+                f"{path}: corrupt edit file ({error}); write it again with `attnscope erase`"
+            ) from error
         return cls(tensors, meta, artifacts)
 
 
