@@ -96,6 +96,10 @@ def test_resume_skips_complete_runs_and_names_images_by_run(tmp_path, run_file, 
     assert main(["capture", "--prompt", "a wooden bench", "--seed", "1", *TINY, "--out", str(path), "--resume"]) == 0
     with RunFile(path) as runs:
         assert len(runs) == 2  # nothing sampled again
+    err = refused(capsys, ["capture", "--prompt", "a wooden bench", "--seed", "1", *TINY, "--steps", "3",
+                           "--out", str(path), "--resume"])
+    assert err.endswith(f"--resume {path}: its runs were captured with another number of steps; resume with the "
+                        "same settings, or choose another --out")
     assert main(["capture", "--prompt", "a red car", *TINY, "--out", str(path), "--overwrite"]) == 0
     with RunFile(path) as runs:
         assert list(runs.column("prompt")) == ["a red car"]

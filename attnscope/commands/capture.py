@@ -103,15 +103,39 @@ def effective_guidance(pipe, guidance: float | None) -> float | None:
     return None if default is None or default.default is inspect.Parameter.empty else float(default.default)
 
 
-def completed_jobs(path: Path, jobs, guidance: float | None) -> dict[int, int]:
-    """``{job index: run}`` of the jobs whose run (same prompt, negative prompt, seed, guidance) is
-    complete with its image in the run file at ``path``. The file's capture schema (size, steps,
-    model, edit, scheduler) is checked against this capture's when it is appended to."""
+def settings_differ(pipe, args: argparse.Namespace, schema) -> list[str]:
+    """What of the file's capture schema differs from this capture's settings: image size, steps, model, edit."""
+    import json
+
+    from attnscope.models.checks import size_factor
+    from attnscope.models.identity import pipeline_fingerprint
+
+    sample = pipe.unet.config.sample_size
+    sample_h, sample_w = (sample, sample) if isinstance(sample, int) else sample
+    size = (args.height or sample_h * size_factor(pipe), args.width or sample_w * size_factor(pipe))
+    pipe.scheduler.set_timesteps(args.steps)  # what the pipeline call sets first
+    edits = [dict(applied.edit.meta) for applied in getattr(pipe, "attnscope_edits", None) or []]
+    found = {
+        "image size": (schema.height, schema.width) != size,
+        "number of steps": schema.timesteps != tuple(float(t) for t in pipe.scheduler.timesteps),
+        "model": schema.model.get("fingerprint") != pipeline_fingerprint(pipe),
+        "edit": (schema.edit or {}).get("edits", []) != json.loads(json.dumps(edits, sort_keys=True, default=str)),
+    }
+    return [name for name, differs in found.items() if differs]
+
+
+def completed_jobs(pipe, args: argparse.Namespace, jobs) -> dict[int, int]:
+    """``{job index: run}`` of the jobs whose run (same prompt, negative prompt, seed and guidance) is
+    complete with its image in ``--out``, whose capture settings must be this capture's."""
     import numpy as np
 
     from attnscope.store import RunFile
 
-    with RunFile(path) as runs:
+    guidance = effective_guidance(pipe, args.guidance)
+    with RunFile(args.out) as runs:
+        if differ := settings_differ(pipe, args, runs.schema):
+            raise UsageError(f"--resume {args.out}: its runs were captured with another {', '.join(differ)}; "
+                             "resume with the same settings, or choose another --out")
         usable = runs.complete & runs.has_image
         keys = {}
         columns = zip(runs.column("prompt"), runs.column("negative_prompt"), runs.column("seed"),
@@ -144,7 +168,7 @@ def run(args: argparse.Namespace) -> int:
     check_inputs(pipe, args, selection)
     seeds = list(dict.fromkeys(args.seed or [0]))
     jobs = [Job(prompt, seed, args.negative_prompt) for prompt in dict.fromkeys(args.prompt) for seed in seeds]
-    done = completed_jobs(args.out, jobs, effective_guidance(pipe, args.guidance)) if args.resume else {}
+    done = completed_jobs(pipe, args, jobs) if args.resume else {}
     todo = [job for index, job in enumerate(jobs) if index not in done]
     if done:
         print(f"skipping {len(done)} run(s) already complete in {args.out}")

@@ -224,7 +224,7 @@ class RunWriter:
             raise
         self._queue: queue.Queue = queue.Queue(maxsize=max_pending)
         self._error: BaseException | None = None
-        self._progress = time.monotonic()  # last time the thread finished an item
+        self._progress = time.monotonic()  # last time work was handed over or finished
         self._lock = threading.Lock()
         self.file: h5py.File | None = None
         self.schema: CaptureSchema | None = None
@@ -308,7 +308,7 @@ class RunWriter:
         self._raise_if_failed()
 
     def check(self) -> None:
-        """Raise :class:`RunWriterFailed` if the writer thread failed, died or stalled (cheap; for the sampling loop)."""
+        """Raise :class:`RunWriterFailed` if the thread failed, died or stalled (cheap; for the sampling loop)."""
         self._raise_if_failed()
         self._check_stalled()
 
