@@ -267,3 +267,17 @@ def test_ctrl_c_during_a_capture_keeps_the_complete_runs(tmp_path, monkeypatch, 
     with RunFile(path) as runs:
         assert list(runs.column("seed")) == [0] and runs.complete.all()
     assert not path.with_name("run.h5.lock").exists()
+
+
+def test_a_word_selection_that_keeps_nothing_of_a_prompt_is_refused_in_the_library_too():
+    from attnscope.errors import UsageError
+    from attnscope.hooks.selection import Selection
+
+    texts = ["<|startoftext|>", "a", "wooden", "bench", "<|endoftext|>", "<|endoftext|>"]
+    ids = [0, 5, 6, 7, 1, 1]
+    selection = Selection(tokens=["wooden"])
+    assert selection.resolve_tokens(ids, texts, 1) == [(2, "wooden", 1)]
+    with pytest.raises(UsageError, match=r"tokens \['zebra'\] select no token of the prompt"):
+        Selection(tokens=["zebra"]).resolve_tokens(ids, texts, 1)
+    empty = ["<|startoftext|>", "<|endoftext|>"] + ["<|endoftext|>"] * 4
+    assert selection.resolve_tokens([0, 1, 1, 1, 1, 1], empty, 1, required=False) == []  # a negative prompt

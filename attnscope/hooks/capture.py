@@ -255,7 +255,8 @@ class Capture:
         cond = [self.selection.resolve_tokens(i.tolist(), t, eos) for i, t in zip(prompt_ids, cond_texts)]
         both = self.selection.branch == "both"
         uncond = (
-            [self.selection.resolve_tokens(i.tolist(), t, eos) for i, t in zip(negative_ids, uncond_texts)]
+            [self.selection.resolve_tokens(i.tolist(), t, eos, required=False)
+             for i, t in zip(negative_ids, uncond_texts)]
             if both else [[] for _ in range(n_runs)]
         )
         cond_width = max(len(c) for c in cond)

@@ -57,10 +57,14 @@ class Selection:
             raise ValueError(f"steps {wanted} out of range for {n_steps} sampling steps")
         return resolved
 
-    def resolve_tokens(self, ids: list[int], texts: list[str], eos_id: int | None) -> list[tuple[int, str, int]]:
+    def resolve_tokens(
+        self, ids: list[int], texts: list[str], eos_id: int | None, required: bool = True
+    ) -> list[tuple[int, str, int]]:
         """``(position, text, word)`` of the tokens to keep from one prompt.
 
-        ``ids``/``texts``: the prompt's padded token ids and strings.
+        ``ids``/``texts``: the prompt's padded token ids and strings. An explicit
+        selection that keeps nothing of a ``required`` prompt raises ``UsageError``
+        (the negative prompt of ``branch="both"`` is not required to match).
         """
         end = _end_position(ids, texts, eos_id)
         word_of, words = group_words(texts[: end + 1])
@@ -77,7 +81,7 @@ class Selection:
                 p for p in range(end + 1)
                 if (word_of[p] >= 0 and words[word_of[p]] in wanted) or clean(texts[p]) in wanted
             ]
-        if not positions:
+        if required and not positions:
             raise UsageError(f"tokens {list(self.tokens)} select no token of the prompt with words {words}")
         return [(p, texts[p], word_of[p]) for p in positions]
 
