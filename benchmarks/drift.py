@@ -55,8 +55,8 @@ def prompts(colours=COLOUR_NAMES) -> list[str]:
 
 
 def sample(pipe, jobs, settings, path: Path, batch_size: int) -> None:
-    """Sample ``jobs`` with every layer and step captured into the run file ``path``."""
-    with capture(pipe, sink=path) as cap:
+    """Sample ``jobs`` with every layer and step captured into the run file ``path`` (replaced if there)."""
+    with capture(pipe, sink=path, overwrite=True) as cap:
         generate(pipe, jobs, settings, batch_size=batch_size, cap=cap, progress=False)
 
 

@@ -166,9 +166,10 @@ def test_rece_epoch_matches_the_closed_form_by_hand(pipe):
     original = KVStack.from_tensors(kv_parameters(pipe))
     uce = KVStack.from_tensors(edit.stage(0).tensors)
     (keys,) = erasure_rows(pipe, ["bench"], [""], [], "last").erase
-    c_adv = keys.keys @ adversarial_matrix(uce.weight, original.weight, 1e-3).T
-    torch.testing.assert_close(adversarial_embeddings(edit)["bench"][0], c_adv)
-    expected = uce.matmul(uce_matrix(c_adv, keys.guide_keys, None, lam=0.1, erase_scale=1.0, preserve_scale=0.1))
+    c_adv = keys.keys.double() @ adversarial_matrix(uce.weight, original.weight, 1e-3).T
+    torch.testing.assert_close(adversarial_embeddings(edit)["bench"][0], c_adv.float())
+    expected = uce.matmul(uce_matrix(c_adv, keys.guide_keys.double(), None, lam=0.1, erase_scale=1.0,
+                                     preserve_scale=0.1))
     for name, tensor in expected.split(torch.float32).items():
         torch.testing.assert_close(edit.tensors[name], tensor)
 
@@ -226,12 +227,12 @@ def test_cli_writes_a_loadable_edit(tmp_path, capsys):
     assert edit.meta["epochs"] == 2 and edit.meta["preserved"] == ["car"] and len(edit.stages) == 3
 
     preset = parser.parse_args(["erase", "--preset", "rece-object", "--concept", "bench", "--epochs", "1",
-                                "--model", "tiny-sd", "--device", "cpu", "--out", str(out)])
+                                "--model", "tiny-sd", "--device", "cpu", "--out", str(out), "--overwrite"])
     assert erase.run(preset) == 0
     meta = Edit.load(out).meta
     assert meta["token_choice"] == "eos-aligned" and meta["hyper"]["lam_r"] == 1e-3 and meta["epochs"] == 1
     bad = parser.parse_args(["erase", "--method", "uce", "--concept", "bench", "--epochs", "2",
-                             "--model", "tiny-sd", "--device", "cpu", "--out", str(out)])
+                             "--model", "tiny-sd", "--device", "cpu", "--out", str(out), "--overwrite"])
     with pytest.raises(ValueError, match="RECE"):
         erase.run(bad)
 

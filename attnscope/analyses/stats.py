@@ -52,10 +52,11 @@ def _index_blocks(rng: np.random.Generator, n_units: int, n_resamples: int) -> I
 
 
 def _interval(estimate: float, replicates: np.ndarray, level: float, n: int) -> Interval:
-    """Percentile interval of the bootstrap ``replicates`` (shape (B,))."""
+    """Percentile interval of the bootstrap ``replicates`` (shape (B,)); undefined (nan bounds) with
+    fewer than 2 units, where every resample is the sample itself and the interval would have zero width."""
     alpha = (1.0 - level) / 2.0
     finite = replicates[np.isfinite(replicates)]
-    if finite.size == 0:
+    if finite.size == 0 or n < 2:
         return Interval(float(estimate), np.nan, np.nan, level, n)
     low, high = np.quantile(finite, [alpha, 1.0 - alpha])
     return Interval(float(estimate), float(low), float(high), level, n)

@@ -24,10 +24,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
+
+from attnscope.commands.common import non_negative_int, positive_int
+from attnscope.errors import UsageError
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -45,9 +49,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--regions", choices=("attention", "oracle"), default="attention",
                         help="object regions from the before run's object maps (default) or the toy oracle")
     parser.add_argument("--layers", action="append", default=None, help="layer names or globs (default all)")
-    parser.add_argument("--example", type=int, default=None,
+    parser.add_argument("--example", type=non_negative_int, default=None,
                         help="pair shown in the panel (default: the pair with the median change on the own object)")
-    parser.add_argument("--resamples", type=int, default=2000, help="bootstrap resamples (default 2000)")
+    parser.add_argument("--resamples", type=positive_int, default=2000, help="bootstrap resamples (default 2000)")
     parser.add_argument("--out", type=Path, default=Path("drift"), help="output folder (default ./drift)")
     return parser
 
@@ -58,15 +62,29 @@ def run(args: argparse.Namespace) -> int:
 
     oracle = _oracle() if args.regions == "oracle" else None
     with RunFile(args.before) as before, RunFile(args.after) as after:
+        check_pair(before, args.before)
         layers = [spec.name for spec in before.select_layers(args.layers)] if args.layers else None
         study = drift_study(before, after, args.word, args.object, own=args.own, regions=args.regions,
                             oracle=oracle, layers=layers)
+        if len(set(study.clusters)) < 2:
+            print(f"attnscope drift: warning: all {len(study.pairs)} pairs share one prompt; intervals resample "
+                  "prompts, so they are left undefined (nan): capture 2 or more prompts for intervals",
+                  file=sys.stderr)
         example = args.example if args.example is not None else median_pair(study)
         written = write_outputs(study, before, after, args.out, example=example, oracle=oracle,
                                 n_resamples=args.resamples)
     print(report(study, n_resamples=args.resamples))
     print("wrote " + ", ".join(str(p) for p in written))
     return 0
+
+
+def check_pair(before, before_path: Path) -> None:
+    """Refuse a "before" file captured with an edit (the arguments are likely swapped)."""
+    from attnscope.store.reader import describe_edits
+
+    if before.schema.edit:
+        raise UsageError(f"{before_path} was captured with an edit ({describe_edits(before.schema.edit)}): "
+                         "give the run file captured without --edit first, then the edited one")
 
 
 def _oracle():

@@ -16,7 +16,17 @@ import time
 from collections import defaultdict
 from typing import TYPE_CHECKING
 
-from attnscope.commands.common import add_model_options, load_from_args
+from pathlib import Path
+
+from attnscope.commands.common import (
+    add_model_options,
+    load_from_args,
+    non_negative_float,
+    non_negative_int,
+    positive_float,
+    refuse_overwrite,
+)
+from attnscope.errors import UnreadableFile
 
 if TYPE_CHECKING:
     from attnscope.erasure.edit import Edit, TensorChange
@@ -41,18 +51,23 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--guide", action="append", help='guide concept: one for all or one per --concept (default "")')
     parser.add_argument("--preserve", action="append", default=[], help="concept to preserve (repeatable)")
     parser.add_argument("--preset", choices=sorted(PRESETS), help="published hyper-parameters (flags override)")
-    parser.add_argument("--epochs", type=int, help="RECE epochs (default 3)")
-    parser.add_argument("--lambda", dest="lam", type=float, help="λ, the weight-change penalty")
-    parser.add_argument("--uce-lambda", dest="uce_lam", type=float, help="RECE: λ of the initial UCE (default --lambda)")
-    parser.add_argument("--lambda-r", dest="lam_r", type=float, help="RECE: regulariser of the adversarial embedding")
-    parser.add_argument("--erase-scale", type=float, help="η_e, weight of the erased concepts")
-    parser.add_argument("--preserve-scale", type=float, help="η_p, weight of the preserved concepts")
+    parser.add_argument("--epochs", type=non_negative_int, help="RECE epochs (default 3)")
+    parser.add_argument("--lambda", dest="lam", type=positive_float, help="λ, the weight-change penalty")
+    parser.add_argument("--uce-lambda", dest="uce_lam", type=positive_float,
+                        help="RECE: λ of the initial UCE (default --lambda)")
+    parser.add_argument("--lambda-r", dest="lam_r", type=positive_float,
+                        help="RECE: regulariser of the adversarial embedding")
+    parser.add_argument("--erase-scale", type=non_negative_float, help="η_e, weight of the erased concepts")
+    parser.add_argument("--preserve-scale", type=non_negative_float,
+                        help="η_p, weight of the preserved concepts (UCE default, as in its reference script: "
+                             "max(0.1, 1/(1 + number of --preserve)), the empty prompt counted)")
     parser.add_argument("--token-choice", choices=TOKEN_CHOICES, help="which token rows to edit (default last)")
     parser.add_argument("--progressive", action="store_true", help="erase concepts one after another")
     parser.add_argument("--layers", action="append", help="cross-attention layer names/globs (default all)")
     parser.add_argument("--weights", help="checkpoint/lora: the released UNet state dict or adapter")
     parser.add_argument("--lora-scale", type=float, default=1.0, help="lora: merge strength")
-    parser.add_argument("--out", required=True, help="where to write the .edit file")
+    parser.add_argument("--out", type=Path, required=True, help="where to write the .edit file")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing edit file at --out")
     add_model_options(parser)  # --edit applies earlier edits first: the new one is computed on top of them
     return parser
 
@@ -72,6 +87,7 @@ def _compute(pipe, args: argparse.Namespace):
         return edit_from_lora(pipe, args.weights, scale=args.lora_scale)
     if not args.concept:
         raise ValueError(f"--method {method} needs at least one --concept")
+    check_texts(pipe, args)
     kwargs = dict(preset.kwargs) if preset else {}
     kwargs.update({k: getattr(args, k) for k in _HYPER if getattr(args, k) is not None})
     rece_only = [k for k in ("uce_lam", "lam_r", "epochs") if k in kwargs]
@@ -109,10 +125,30 @@ def summary(edit: "Edit", pipe_changes: "list[TensorChange]", seconds: float) ->
     return "\n".join(lines)
 
 
+def check_texts(pipe, args: argparse.Namespace) -> None:
+    """Refuse empty concepts and words outside the model's vocabulary (they would edit ``<unk>``)."""
+    from attnscope.models.checks import check_prompt_length, check_vocabulary
+
+    check_vocabulary(pipe, args.concept, "--concept")
+    check_vocabulary(pipe, args.guide or [], "--guide", allow_empty=True)
+    check_vocabulary(pipe, args.preserve, "--preserve")
+    for option, texts in (("--concept", args.concept), ("--guide", args.guide or []), ("--preserve", args.preserve)):
+        check_prompt_length(pipe, texts, option)
+
+
+def _is_edit_file(path: Path) -> bool:
+    from attnscope.erasure.edit import is_edit_file
+
+    return is_edit_file(path)
+
+
 def run(args: argparse.Namespace) -> int:
     """Load the model, compute the edit, save it to ``--out`` and print a summary."""
     from attnscope.erasure import edit_changes
 
+    refuse_overwrite(args.out, "--out", overwrite=args.overwrite, kind="an attnscope edit file", is_kind=_is_edit_file)
+    if args.weights and not Path(args.weights).is_file():
+        raise UnreadableFile(f"--weights {args.weights}: no such file")
     pipe = load_from_args(args)
     started = time.perf_counter()
     edit = _compute(pipe, args)

@@ -22,7 +22,15 @@ import argparse
 import time
 from pathlib import Path
 
-from attnscope.commands.common import DTYPES, torch_dtype
+from attnscope.commands.common import (
+    DTYPES,
+    finite_float,
+    non_negative_int,
+    positive_int,
+    torch_dtype,
+    writable_parent,
+)
+from attnscope.errors import FileRefused
 
 REDUCED_SEEDS = 2
 REDUCED_STEPS = 20
@@ -43,7 +51,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                        help="concept to erase ('bench', 'furniture', 'wooden bench'); repeat to erase several together")
     erase.add_argument("--method", action="append", choices=METHODS, default=None,
                        help="erasure method; repeatable (default: uce and rece)")
-    erase.add_argument("--epochs", type=int, default=3, help="RECE epochs (default 3)")
+    erase.add_argument("--epochs", type=non_negative_int, default=3, help="RECE epochs (default 3)")
     existing = parser.add_argument_group("report on existing run files instead")
     existing.add_argument("--before", type=Path, help="run file of the unedited model")
     existing.add_argument("--after", type=Path, action="append", default=[],
@@ -51,11 +59,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     bench = parser.add_argument_group("benchmark size")
     bench.add_argument("--full", action="store_true",
                        help=f"every prompt, {FULL_SEEDS} seeds, {FULL_STEPS} steps (meant for a GPU)")
-    bench.add_argument("--seeds", type=int,
+    bench.add_argument("--seeds", type=positive_int,
                        help=f"seeds 0..N-1 per prompt (default {REDUCED_SEEDS}; --full {FULL_SEEDS})")
-    bench.add_argument("--steps", type=int, help=f"sampling steps (default {REDUCED_STEPS}; --full {FULL_STEPS})")
-    bench.add_argument("--guidance", type=float, default=None, help="CFG scale (default: the model's)")
-    bench.add_argument("--batch-size", type=int, default=16, help="images per pipeline call (default 16)")
+    bench.add_argument("--steps", type=positive_int,
+                       help=f"sampling steps (default {REDUCED_STEPS}; --full {FULL_STEPS})")
+    bench.add_argument("--guidance", type=finite_float, default=None, help="CFG scale (default: the model's)")
+    bench.add_argument("--batch-size", type=positive_int, default=16, help="images per pipeline call (default 16)")
     bench.add_argument("--prompts", choices=("toy", "see"), default=None,
                        help="prompt set: the toy world's (default with the oracle judge) or SEE's COCO set "
                             "(default with a VQA judge)")
@@ -71,9 +80,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     model.add_argument("--threads", default="auto",
                        help="CPU threads for torch: a number, or 'auto' (default): one core less than the machine "
                             "has (at least 1), leaving a core to the run-file writer and the rest of the system")
-    parser.add_argument("--examples", type=int, default=3, help="example image pairs per method (default 3)")
+    parser.add_argument("--examples", type=non_negative_int, default=3,
+                        help="example image pairs per method (default 3)")
     parser.add_argument("--out", type=Path, default=Path("leakage-report"),
-                        help="output folder (default leakage-report/)")
+                        help="output folder (default leakage-report/); a folder of an earlier report resumes")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
     return parser
 
@@ -232,12 +242,27 @@ def _write(args: argparse.Namespace, inputs, started: float) -> int:
     return 0
 
 
+REPORT_MARKERS = ("plan.json", "metrics.json")  # a folder holding one of these was written by leakage-report
+
+
+def check_out(out: Path) -> None:
+    """Refuse an --out that is a file, or a folder with other content than an earlier report
+    (re-running into a report's folder resumes it; see the module docstring)."""
+    if out.exists() and not out.is_dir():
+        raise FileRefused(f"--out {out} is a file: leakage-report writes a folder; choose another --out")
+    writable_parent(out / "plan.json", "--out")
+    if out.is_dir() and any(out.iterdir()) and not any((out / name).exists() for name in REPORT_MARKERS):
+        raise FileRefused(f"--out {out} is a folder with other content (no plan.json or metrics.json of a report): "
+                          "choose an empty or new folder")
+
+
 def run(args: argparse.Namespace) -> int:
     import torch
 
     import torch.distributed as dist
 
     started = time.perf_counter()
+    check_out(args.out)
     torch.set_num_threads(cpu_threads(args.threads))
     args.out.mkdir(parents=True, exist_ok=True)
     try:

@@ -35,10 +35,26 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from attnscope.errors import UnreadableFile
 from attnscope.models.identity import pipeline_fingerprint
 
 FORMAT = "attnscope.edit/1"
 ARTIFACT_PREFIX = "artifacts/"
+
+
+def _header(path: Path) -> dict | None:
+    """The safetensors metadata of ``path``, or None when it is not a readable safetensors file."""
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return f.metadata() or {}
+    except Exception:  # safetensors raises its own SafetensorError (not an OSError) for malformed files
+        return None
+
+
+def is_edit_file(path: str | Path) -> bool:
+    """Whether ``path`` is a file written by :meth:`Edit.save`."""
+    path = Path(path)
+    return path.is_file() and (_header(path) or {}).get("format") == FORMAT
 
 
 class EditBaseMismatch(ValueError):
@@ -244,18 +260,32 @@ class Edit:
 
     @classmethod
     def load(cls, path: str | Path, device: str | torch.device = "cpu") -> "Edit":
-        """Read an edit written by :meth:`save`; tensors are placed on ``device``."""
-        with safe_open(str(path), framework="pt", device=str(device)) as f:
-            header = f.metadata() or {}
-            if header.get("format") != FORMAT:
-                raise ValueError(f"{path} is not an attnscope edit file (format {header.get('format')!r})")
-            tensors, artifacts = {}, {}
-            for name in f.keys():
-                if name.startswith(ARTIFACT_PREFIX):
-                    artifacts[name[len(ARTIFACT_PREFIX) :]] = f.get_tensor(name)
-                else:
-                    tensors[name] = f.get_tensor(name)
-        return cls(tensors, json.loads(header["meta"]), artifacts)
+        """Read an edit written by :meth:`save`; tensors are placed on ``device``.
+
+        A missing, corrupt or foreign file raises :class:`~attnscope.errors.UnreadableFile` naming it."""
+        path = Path(path)
+        if not path.is_file():
+            raise UnreadableFile(f"{path}: no such edit file" if not path.exists() else f"{path} is not a file")
+        header = _header(path)
+        if header is None:
+            raise UnreadableFile(f"{path} is not a readable edit file (not safetensors, or corrupt/truncated); "
+                                 "write it again with `attnscope erase`")
+        if header.get("format") != FORMAT:
+            raise UnreadableFile(f"{path} is not an attnscope edit file (format {header.get('format')!r})")
+        try:
+            with safe_open(str(path), framework="pt", device=str(device)) as f:
+                tensors, artifacts = {}, {}
+                for name in f.keys():
+                    if name.startswith(ARTIFACT_PREFIX):
+                        artifacts[name[len(ARTIFACT_PREFIX) :]] = f.get_tensor(name)
+                    else:
+                        tensors[name] = f.get_tensor(name)
+            meta = json.loads(header["meta"])
+        except (KeyError, ValueError, json.JSONDecodeError) as error:
+            raise UnreadableFile(
+                f"{path}: corrupt edit file ({error}); write it again with `attnscope erase`"
+            ) from error
+        return cls(tensors, meta, artifacts)
 
 
 @dataclass(frozen=True)

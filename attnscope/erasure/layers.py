@@ -54,20 +54,22 @@ class KVStack:
 
     Closed-form erasure right-multiplies every matrix by the same ``(d, d)``
     matrix and sums Gram matrices ``Σ_i W_iᵀ W_i``; both are one matmul on
-    the stack. ``weight`` is kept in float32 whatever the model dtype.
+    the stack. ``weight`` is kept in float64 whatever the model dtype: RECE's
+    Gram matrices have condition numbers near 1e6, where float32 sums and
+    solves lose percents; :meth:`split` writes back in the model's dtype.
     """
 
     names: list[str]
     sizes: list[int]
-    weight: torch.Tensor  # (sum(sizes), d), float32
+    weight: torch.Tensor  # (sum(sizes), d), float64
 
     @classmethod
     def from_tensors(cls, tensors: dict[str, torch.Tensor]) -> "KVStack":
-        """Stack ``tensors`` (all ``(out_i, d)`` with one ``d``) in float32."""
+        """Stack ``tensors`` (all ``(out_i, d)`` with one ``d``) in float64."""
         widths = {t.shape[1] for t in tensors.values()}
         if len(widths) != 1:
             raise ValueError(f"K/V matrices must share their input width, got widths {sorted(widths)}")
-        weight = torch.cat([t.detach().float() for t in tensors.values()])
+        weight = torch.cat([t.detach().double() for t in tensors.values()])
         return cls(list(tensors), [t.shape[0] for t in tensors.values()], weight)
 
     def matmul(self, matrix: torch.Tensor) -> "KVStack":

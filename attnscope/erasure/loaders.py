@@ -3,8 +3,8 @@
 Two kinds of release are covered:
 
 * a full (or partial) erased UNet state dict, as ESD, MACE, RECE and UCE
-  publish: ``.safetensors``, or ``.pt``/``.ckpt``/``.bin`` read with
-  ``torch.load(weights_only=True)``; diffusers names (optionally prefixed
+  publish: safetensors, or ``.pt``/``.ckpt``/``.bin`` read with
+  ``torch.load(weights_only=True)`` (told apart by content, not extension); diffusers names (optionally prefixed
   ``unet.``/``module.``, or wrapped in ``{"state_dict": ...}``) or the original
   Stable Diffusion (LDM) names ``model.diffusion_model.*`` (converted with
   diffusers' single-file converter for the pipeline's UNet config);
@@ -31,19 +31,36 @@ import torch
 from safetensors.torch import load_file
 
 from attnscope.erasure.edit import Edit, changes, edit_meta
+from attnscope.errors import UnreadableFile
 
 LDM_UNET_PREFIX = "model.diffusion_model."
 _STRIPPED_PREFIXES = ("module.", "unet.")
 
 
+def is_safetensors(path: str | Path) -> bool:
+    """Whether ``path`` starts like a safetensors file (8-byte header length, then a JSON object),
+    whatever its extension."""
+    with open(path, "rb") as file:
+        head = file.read(9)
+    return len(head) == 9 and int.from_bytes(head[:8], "little") < 100_000_000 and head[8:9] == b"{"
+
+
 def read_state_dict(source: str | Path | Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """A flat ``{name: tensor}`` from a file (safetensors or torch) or a mapping, on CPU."""
+    """A flat ``{name: tensor}`` from a file (safetensors or torch, told apart by content) or a mapping, on CPU."""
     if isinstance(source, Mapping):
         state = dict(source)
-    elif str(source).endswith(".safetensors"):
-        state = load_file(str(source), device="cpu")
     else:
-        state = torch.load(str(source), map_location="cpu", weights_only=True)
+        path = Path(source)
+        if not path.is_file():
+            raise UnreadableFile(f"{path}: no such weights file")
+        try:
+            if is_safetensors(path):
+                state = load_file(str(path), device="cpu")
+            else:
+                state = torch.load(str(path), map_location="cpu", weights_only=True)
+        except Exception as error:  # safetensors', pickle's and zipfile's own errors
+            raise UnreadableFile(f"{path} is not a readable safetensors or torch state dict "
+                                 f"({type(error).__name__}: {' '.join(str(error).split())[:200]})") from error
     while isinstance(state.get("state_dict"), Mapping):
         state = dict(state["state_dict"])
     return {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}

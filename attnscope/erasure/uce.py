@@ -13,9 +13,15 @@ Because every target is ``W0`` times a text row, the numerator is ``W0 R``
 with ``R = λI + η_e Σ g_i c_iᵀ + η_p Σ c_j c_jᵀ``, so the edit of *every*
 layer is the same right-multiplication ``W = W0 M`` with the ``(d, d)``
 matrix ``M = R A⁻¹`` (``A`` the bracket on the right). attnscope computes
-``M`` once (float32 ``torch.linalg.solve`` of the transposed system, no
-inverse), multiplies the stacked K/V weights by it and writes the result
-back in the model's dtype.
+``M`` once (``torch.linalg.solve`` of the transposed system, no inverse),
+multiplies the stacked K/V weights by it and writes the result back in the
+model's dtype. Gram sums and solves run in float64 (text rows and weights
+are cast up): RECE's solves have condition numbers near 1e6.
+
+η_p left unset (``preserve_scale=None``) is the reference script's default,
+``max(0.1, 1 / len(retain_texts))`` with ``retain_texts = [""] + preserved``
+(``train-scripts/train_erase.py`` of rohitgandikota/unified-concept-editing);
+the edit's metadata records the value and whether it was given or defaulted.
 
 Erasing a list of concepts is one-shot (all rows in one solve) or
 progressive (one solve per concept, each on the weights the previous left,
@@ -47,7 +53,7 @@ def uce_matrix(
 
     ``keys``, ``guide_keys``: ``(n, d)`` erased rows and their guide rows
     (paired by index); ``preserve``: ``(m, d)`` or ``None``. Computed in the
-    inputs' dtype (use float32 or float64).
+    inputs' dtype (erase_uce/erase_rece pass float64).
     """
     d = keys.shape[1]
     eye = torch.eye(d, dtype=keys.dtype, device=keys.device)
@@ -75,10 +81,18 @@ def normalise_guides(concepts: Sequence[str], guides: str | Sequence[str] | None
     return guides
 
 
+DEFAULT_PRESERVE_SCALE = "UCE reference default max(0.1, 1/len(['', *preserve]))"
+
+
+def default_preserve_scale(preserved: Sequence[str]) -> float:
+    """UCE's reference η_p: ``max(0.1, 1 / len([""] + preserved))`` (the empty prompt is always retained)."""
+    return max(0.1, 1.0 / len(dict.fromkeys(["", *preserved])))
+
+
 def stack_rows(erase: Sequence[EraseKeys], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """All erased rows and all guide rows of ``erase``, each ``(Σ n_i, d)`` on ``device``."""
-    keys = torch.cat([e.keys for e in erase]).to(device)
-    guides = torch.cat([e.guide_keys for e in erase]).to(device)
+    """All erased rows and all guide rows of ``erase``, each ``(Σ n_i, d)`` float64 on ``device``."""
+    keys = torch.cat([e.keys for e in erase]).to(device, torch.float64)
+    guides = torch.cat([e.guide_keys for e in erase]).to(device, torch.float64)
     return keys, guides
 
 
@@ -86,8 +100,8 @@ def stack_rows(erase: Sequence[EraseKeys], device: torch.device) -> tuple[torch.
 class ErasureProblem:
     """What UCE and RECE read from the pipeline: the K/V weights and the text rows.
 
-    ``base``: the selected K/V weights stacked in float32; ``preserve``: the
-    preserved rows ``(m, d)`` on the weights' device, or ``None``.
+    ``base``: the selected K/V weights stacked in float64; ``preserve``: the
+    preserved rows ``(m, d)`` (float64) on the weights' device, or ``None``.
     """
 
     concepts: list[str]
@@ -118,7 +132,7 @@ def erasure_problem(
     params = kv_parameters(pipe, layers)
     base = KVStack.from_tensors(params)
     text = erasure_rows(pipe, concepts, guides, preserve, token_choice)
-    kept = None if text.preserve is None else text.preserve.to(base.weight.device)
+    kept = None if text.preserve is None else text.preserve.to(base.weight.device, torch.float64)
     return ErasureProblem(
         concepts, guides, list(preserve), select_layers(pipe.unet, layers),
         next(iter(params.values())).dtype, base, text.erase, kept,
@@ -156,7 +170,7 @@ def erase_uce(
     *,
     lam: float = 0.5,
     erase_scale: float = 1.0,
-    preserve_scale: float = 1.0,
+    preserve_scale: float | None = None,
     token_choice: TokenChoice = "last",
     layers: str | Sequence[str] = "all",
     progressive: bool = False,
@@ -165,11 +179,15 @@ def erase_uce(
     """UCE-erase ``concepts`` from ``pipe``'s cross-attention K/V; returns the :class:`Edit` (not applied).
 
     ``guides``: one per concept or one for all (default ``""``); ``preserve``:
-    concepts whose keys/values should not move. ``layers``: ``"all"`` or
-    layer names/globs. ``progressive``: one solve per concept in order (the
-    edit keeps each step as a stage). The pipeline's current weights
-    (including any applied edit) are the starting point.
+    concepts whose keys/values should not move; ``preserve_scale``: η_p
+    (``None``: the reference default, see the module docstring). ``layers``:
+    ``"all"`` or layer names/globs. ``progressive``: one solve per concept in
+    order (the edit keeps each step as a stage). The pipeline's current
+    weights (including any applied edit) are the starting point.
     """
+    preserve_scale_from = "given" if preserve_scale is not None else DEFAULT_PRESERVE_SCALE
+    if preserve_scale is None:
+        preserve_scale = default_preserve_scale(preserve)
     problem = erasure_problem(pipe, concepts, guides, preserve, token_choice, layers)
     stack = problem.base
     steps = [[e] for e in problem.erase] if progressive else [problem.erase]
@@ -189,6 +207,7 @@ def erase_uce(
         keep_stages,
         **problem.meta,
         hyper={"lam": lam, "erase_scale": erase_scale, "preserve_scale": preserve_scale},
+        preserve_scale_from=preserve_scale_from,
         token_choice=token_choice,
         progressive=progressive,
     )

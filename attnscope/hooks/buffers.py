@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from typing import Callable
 
 import torch
 
@@ -11,7 +12,9 @@ class PinnedPool:
     """At most ``capacity`` pinned buffers, handed out and returned by the writer.
 
     ``take`` blocks while all buffers are in use (the writer is behind), which
-    bounds host memory; the GPU keeps working meanwhile.
+    bounds host memory; the GPU keeps working meanwhile. The wait is in slices
+    that call ``check`` (the writer's health check), so a failed or stalled
+    writer ends it.
     """
 
     def __init__(self, capacity: int = 3):
@@ -20,8 +23,10 @@ class PinnedPool:
         self._count = 0
         self._available = threading.Condition()
 
-    def take(self, shape: tuple[int, ...], dtype: torch.dtype) -> tuple[torch.Tensor, callable]:
-        """A pinned tensor of ``shape`` and a function that gives it back."""
+    def take(
+        self, shape: tuple[int, ...], dtype: torch.dtype, check: Callable[[], None] = lambda: None
+    ) -> tuple[torch.Tensor, Callable[[], None]]:
+        """A pinned tensor of ``shape`` and a function that gives it back; ``check`` raises to stop waiting."""
         numel = 1
         for size in shape:
             numel *= size
@@ -38,7 +43,8 @@ class PinnedPool:
                     flat = torch.empty(numel, dtype=dtype, pin_memory=True)
                     self._count += 1
                     return flat.view(shape), lambda: self._give_back(flat)
-                self._available.wait()
+                check()
+                self._available.wait(timeout=0.5)
 
     def _give_back(self, flat: torch.Tensor) -> None:
         with self._available:

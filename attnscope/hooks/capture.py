@@ -38,6 +38,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from attnscope.errors import UsageError
 from attnscope.hooks.buffers import PinnedPool
 from attnscope.hooks.layers import CrossAttentionLayer, cross_attention_layers, select_layers
 from attnscope.hooks.probabilities import group_probabilities
@@ -99,12 +100,13 @@ class Capture:
         sink: str | os.PathLike | None = None,
         *,
         resume: bool = False,
+        overwrite: bool = False,
     ):
         self.pipe = pipe
         self.selection = selection
         self.sink = sink
         self.layers = select_layers(cross_attention_layers(pipe.unet), selection.layers)
-        self._writer = RunWriter(sink, resume=resume)
+        self._writer = RunWriter(sink, resume=resume, overwrite=overwrite)
         self._pool = PinnedPool() if pipe.unet.device.type == "cuda" else None
         self._text_calls: list[torch.Tensor] = []
         self._labels: list[dict] = []
@@ -165,6 +167,9 @@ class Capture:
         Without labels, prompts are decoded from the token ids and seeds are -1.
         """
         n = len(prompts)
+        if seeds is not None and any(int(s) < 0 for s in seeds):
+            raise UsageError(f"seeds {[int(s) for s in seeds if int(s) < 0]} are negative: "
+                             "the run file keeps -1 for an unknown seed; use seeds of 0 or more")
         self._labels = [
             {
                 "prompt": prompts[i],
@@ -197,6 +202,7 @@ class Capture:
         return batch is not None and batch.step in batch.slot_of_step
 
     def _before_unet(self, module, args, kwargs):
+        self._writer.check()  # a failed writer ends the sampling now, not after the whole batch
         if self._batch is None:
             self._batch = self._begin(args[0] if args else kwargs["sample"])
 
@@ -249,7 +255,8 @@ class Capture:
         cond = [self.selection.resolve_tokens(i.tolist(), t, eos) for i, t in zip(prompt_ids, cond_texts)]
         both = self.selection.branch == "both"
         uncond = (
-            [self.selection.resolve_tokens(i.tolist(), t, eos) for i, t in zip(negative_ids, uncond_texts)]
+            [self.selection.resolve_tokens(i.tolist(), t, eos, required=False)
+             for i, t in zip(negative_ids, uncond_texts)]
             if both else [[] for _ in range(n_runs)]
         )
         cond_width = max(len(c) for c in cond)
@@ -391,7 +398,7 @@ class Capture:
         run_ids = self._writer.reserve(len(batch.records))
         buffer = batch.buffer
         if self._pool is not None:
-            host, release = self._pool.take(tuple(buffer.shape), buffer.dtype)
+            host, release = self._pool.take(tuple(buffer.shape), buffer.dtype, check=self._writer.check)
             host.copy_(buffer, non_blocking=True)
             ready = torch.cuda.Event()
             ready.record()
@@ -485,12 +492,15 @@ def capture(
     dtype: torch.dtype = torch.float16,
     sink: str | os.PathLike | None = None,
     resume: bool = False,
+    overwrite: bool = False,
 ) -> Capture:
     """Capture cross-attention maps of ``pipe`` inside a ``with`` block.
 
     See :class:`~attnscope.hooks.selection.Selection` for the selection
-    arguments. ``sink`` is the run file to write (``None``: in memory);
-    ``resume=True`` appends to an existing file with the same settings.
+    arguments. ``sink`` is the run file to write (``None``: in memory),
+    locked against other writers while the capture is open; ``resume=True``
+    appends to an existing run file with the same settings, ``overwrite=True``
+    replaces one (anything else at ``sink`` is never overwritten).
     """
     selection = Selection(layers=layers, steps=steps, tokens=tokens, heads=heads, branch=branch, dtype=dtype)
-    return Capture(pipe, selection, sink, resume=resume)
+    return Capture(pipe, selection, sink, resume=resume, overwrite=overwrite)

@@ -7,6 +7,7 @@ from typing import Sequence
 
 import torch
 
+from attnscope.errors import UsageError
 from attnscope.store.tokens import clean, group_words, is_special
 
 StepSelection = None | int | slice | Sequence[int]
@@ -56,10 +57,14 @@ class Selection:
             raise ValueError(f"steps {wanted} out of range for {n_steps} sampling steps")
         return resolved
 
-    def resolve_tokens(self, ids: list[int], texts: list[str], eos_id: int | None) -> list[tuple[int, str, int]]:
+    def resolve_tokens(
+        self, ids: list[int], texts: list[str], eos_id: int | None, required: bool = True
+    ) -> list[tuple[int, str, int]]:
         """``(position, text, word)`` of the tokens to keep from one prompt.
 
-        ``ids``/``texts``: the prompt's padded token ids and strings.
+        ``ids``/``texts``: the prompt's padded token ids and strings. An explicit
+        selection that keeps nothing of a ``required`` prompt raises ``UsageError``
+        (the negative prompt of ``branch="both"`` is not required to match).
         """
         end = _end_position(ids, texts, eos_id)
         word_of, words = group_words(texts[: end + 1])
@@ -76,7 +81,40 @@ class Selection:
                 p for p in range(end + 1)
                 if (word_of[p] >= 0 and words[word_of[p]] in wanted) or clean(texts[p]) in wanted
             ]
+        if required and not positions:
+            raise UsageError(f"tokens {list(self.tokens)} select no token of the prompt with words {words}")
         return [(p, texts[p], word_of[p]) for p in positions]
+
+    def check_prompts(self, tokenizer, prompts: Sequence[str], option: str = "--tokens") -> None:
+        """Refuse a token selection that does not match ``prompts``: a word in none of them (e.g. a
+        capitalised word the tokenizer lower-cased), a position past the padded length, or a prompt
+        of which nothing would be stored."""
+        if isinstance(self.tokens, str):
+            return
+        length = int(tokenizer.model_max_length)
+        eos = getattr(tokenizer, "eos_token_id", None)
+        named = ", ".join(map(str, self.tokens))
+        if all(isinstance(t, int) for t in self.tokens):
+            late = [p for p in self.tokens if not 0 <= p < length]
+            if late:
+                raise UsageError(f"{option} {named}: positions {late} are outside 0..{length - 1}")
+            return
+        words_of, names_of = {}, {}
+        for prompt in prompts:
+            ids = tokenizer(prompt, padding="max_length", max_length=length, truncation=True).input_ids
+            texts = tokenizer.convert_ids_to_tokens(ids)
+            end = _end_position(ids, texts, eos)
+            words_of[prompt] = group_words(texts[: end + 1])[1]
+            names_of[prompt] = set(words_of[prompt]) | {clean(t) for t in texts[: end + 1]}
+        every = sorted({w for words in words_of.values() for w in words})
+        for word in self.tokens:
+            if not any(word in names for names in names_of.values()):
+                hint = f"; the tokenizer lower-cases words: use {option} {word.lower()}" if word.lower() in every else ""
+                raise UsageError(f"{option} {word!r} is not a word of the prompt(s) (words: {', '.join(every)}){hint}")
+        for prompt, names in names_of.items():
+            if not set(self.tokens) & names:
+                words = ", ".join(words_of[prompt])
+                raise UsageError(f"{option} {named} selects no token of prompt {prompt!r} (words: {words})")
 
 
 def _end_position(ids: list[int], texts: list[str], eos_id: int | None) -> int:

@@ -19,6 +19,8 @@ from typing import Callable
 
 import torch
 
+from attnscope.errors import UsageError
+
 TOY = "toy"
 TINY_BUILDERS = ("tiny-sd", "tiny-sd2", "tiny-sdxl")
 
@@ -28,10 +30,20 @@ class ModelNotFoundError(FileNotFoundError):
 
 
 def resolve_device(device: str | torch.device | None = None) -> torch.device:
-    """``None``/"auto" → CUDA when available, else CPU."""
+    """``None``/"auto" → CUDA when available, else CPU. Refuses a device this machine does not have."""
     if device is None or device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise UsageError(f"--device {device!r} is not a device: use auto, cpu, cuda or cuda:N") from None
+    if resolved.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if not count:
+            raise UsageError(f"--device {device}: this machine has no CUDA device; use --device cpu (or auto)")
+        if resolved.index is not None and resolved.index >= count:
+            raise UsageError(f"--device {device}: this machine has {count} CUDA device(s), cuda:0..cuda:{count - 1}")
+    return resolved
 
 
 def _tiny_builder(name: str) -> Callable:

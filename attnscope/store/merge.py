@@ -15,7 +15,9 @@ from typing import Sequence
 import h5py
 import numpy as np
 
-from attnscope.store.reader import RunFile
+from attnscope.errors import FileRefused
+from attnscope.store.lock import RunFileLock
+from attnscope.store.reader import RunFile, is_run_file
 from attnscope.store.writer import _RUN_FIELDS, _TOKEN_FIELDS, RunFileError
 
 
@@ -46,7 +48,9 @@ def merge_shards(shards: Sequence[str | os.PathLike], out: str | os.PathLike) ->
         for shard in opened[1:]:
             if diff := schema.compatible_with(shard.schema):
                 raise RunFileError(f"{shard.file.filename} differs from {opened[0].file.filename} in {diff}")
-        with h5py.File(out, "w", libver="latest") as merged:
+        if out.exists() and not is_run_file(out):
+            raise FileRefused(f"{out} exists and is not an attnscope run file: it will not be overwritten by a merge")
+        with RunFileLock(out, "merging"), h5py.File(out, "w", libver="latest") as merged:
             for key, value in opened[0].file.attrs.items():
                 merged.attrs[key] = value
             relative = [os.path.relpath(shard.file.filename, out.parent) for shard in opened]

@@ -24,8 +24,9 @@ from typing import Iterable, Sequence
 import h5py
 import numpy as np
 
+from attnscope.errors import RunIndexError, UnreadableFile
 from attnscope.store.aggregate import global_heatmap
-from attnscope.store.schema import FORMAT_NAME, CaptureSchema, LayerSpec, RunRecord
+from attnscope.store.schema import FORMAT_NAME, FORMAT_VERSION, CaptureSchema, LayerSpec, RunRecord
 from attnscope.store.tokens import clean
 
 
@@ -41,12 +42,32 @@ class Token:
 def _open(path: Path) -> h5py.File:
     if not path.exists():
         raise FileNotFoundError(f"no run file at {path}")
+    if path.is_dir():
+        raise UnreadableFile(f"{path} is a folder, not a run file")
     try:
-        return h5py.File(path, "r")
+        try:
+            return h5py.File(path, "r")
+        except OSError as error:
+            if "already open for write" not in str(error):
+                raise
+            return h5py.File(path, "r", swmr=True)  # a live or killed writer's file
     except OSError as error:
-        if "already open for write" not in str(error):
+        if isinstance(error, PermissionError) or getattr(error, "errno", None) == 13:
             raise
-        return h5py.File(path, "r", swmr=True)  # a live or killed writer's file
+        raise UnreadableFile(f"{path} cannot be read as HDF5 (not a run file, or corrupt/truncated): "
+                             f"{' '.join(str(error).split())}") from error
+
+
+def is_run_file(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is an HDF5 file that says it is an attnscope run file (also a killed writer's)."""
+    path = Path(path)
+    if not path.is_file() or not h5py.is_hdf5(path):
+        return False
+    try:
+        with _open(path) as file:
+            return file.attrs.get("format") == FORMAT_NAME
+    except (OSError, UnreadableFile):
+        return False
 
 
 class RunFile:
@@ -55,10 +76,22 @@ class RunFile:
     def __init__(self, source: str | os.PathLike | h5py.File):
         self._owns = not isinstance(source, h5py.File)
         self.file = _open(Path(source)) if self._owns else source
-        if self.file.attrs.get("format") != FORMAT_NAME:
-            raise ValueError(f"{getattr(self.file, 'filename', source)} is not an attnscope run file")
-        self.schema = CaptureSchema.from_json(self.file.attrs["schema"])
+        try:
+            self._check_format(getattr(self.file, "filename", source))
+            self.schema = CaptureSchema.from_json(self.file.attrs["schema"])
+        except BaseException:
+            self.close()
+            raise
         self._token_cache: dict[int, list[Token]] = {}
+
+    def _check_format(self, name) -> None:
+        attrs = self.file.attrs
+        if attrs.get("format") != FORMAT_NAME:
+            raise UnreadableFile(f"{name} is not an attnscope run file (HDF5 without its 'format' attribute)")
+        version = int(attrs.get("format_version", 0))
+        if version > FORMAT_VERSION:
+            raise UnreadableFile(f"{name} is run-file format version {version}; this attnscope reads up to "
+                                 f"version {FORMAT_VERSION}: upgrade attnscope to read it")
 
     # -- file-level ---------------------------------------------------------
     def __enter__(self) -> "RunFile":
@@ -115,7 +148,10 @@ class RunFile:
     # -- one run -----------------------------------------------------------
     def _check_run(self, run: int) -> int:
         if not 0 <= run < len(self):
-            raise IndexError(f"run {run} out of range: the file has {len(self)} runs")
+            name = getattr(self.file, "filename", "the run file")
+            if not len(self):
+                raise RunIndexError(f"{name} holds no runs (was its capture stopped before the first batch?)")
+            raise RunIndexError(f"run {run} is out of range: {name} holds runs 0 to {len(self) - 1}")
         return int(run)
 
     def rows(self, run: int) -> slice:
@@ -277,7 +313,7 @@ class RunFile:
         lines = [
             f"runs: {len(self)} ({int(complete.sum())} complete, {int(self.has_image.sum())} with images)",
             f"model: {schema.model.get('id', '?')} (fingerprint {schema.model.get('fingerprint', '?')[:12]})",
-            f"edit: {_describe_edits(schema.edit)}",
+            f"edit: {describe_edits(schema.edit)}",
             f"image: {schema.height}x{schema.width}; steps stored: {len(schema.steps)} of {len(schema.timesteps)}; "
             f"heads: {schema.heads}; branch: {schema.branch}; dtype: {schema.dtype}",
             f"layers ({len(schema.layers)}):",
@@ -292,7 +328,7 @@ class RunFile:
         return "\n".join(lines)
 
 
-def _describe_edits(edit: dict | None) -> str:
+def describe_edits(edit: dict | None) -> str:
     """``"uce ['bench']; rece ['bird']"`` from a schema's edit field (``{"edits": [meta, ...]}``)."""
     if not edit:
         return "none"

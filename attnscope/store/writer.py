@@ -11,6 +11,15 @@ Files on disk are written in HDF5's single-writer/multiple-reader (SWMR) mode:
 HDF5 then keeps the file consistent at every flush, which is what makes a
 killed writer's file readable (``RunFile`` opens such a file in SWMR-read
 mode). Without ``path`` the file lives in memory (for notebooks and tests).
+
+One writer per file: a :class:`~attnscope.store.lock.RunFileLock` is held
+from construction to :meth:`RunWriter.close` (SWMR mode gives up HDF5's own
+file lock). Nothing is overwritten that is not a run file, and a run file
+only with ``overwrite=True`` (or appended to with ``resume=True``).
+
+No wait of the producer is unbounded: a failed writer thread is reported at
+the producer's next call (capture checks at every UNet step), and a writer
+that makes no progress for ``stall_seconds`` is reported as failed.
 """
 
 from __future__ import annotations
@@ -28,6 +37,8 @@ import h5py
 import numpy as np
 import torch
 
+from attnscope.errors import FileRefused, UserError
+from attnscope.store.lock import RunFileLock
 from attnscope.store.schema import FORMAT_NAME, FORMAT_VERSION, CaptureSchema, RunRecord
 
 _STR = h5py.string_dtype()
@@ -46,8 +57,12 @@ _RUN_FIELDS = {  # name -> dtype of the 1-D datasets under /runs
 _TOKEN_FIELDS = {"text": _STR, "position": np.int32, "word": np.int32, "branch": np.int8}
 
 
-class RunFileError(RuntimeError):
+class RunFileError(UserError, RuntimeError):
     """A run file cannot be opened or appended to as asked."""
+
+
+class RunWriterFailed(RuntimeError):
+    """The writer thread failed or stopped making progress; the capture ends with its error."""
 
 
 def _versions() -> dict[str, str]:
@@ -118,10 +133,16 @@ def recover(path: str | os.PathLike) -> int:
     HDF5 marks a file open for writing until it is closed; a killed process
     leaves the mark. Complete runs are copied to a fresh file that replaces the
     old one; incomplete runs are dropped. Returns the number of runs kept.
+    Refused (:class:`~attnscope.store.lock.RunFileLocked`) while a live writer holds the file.
     """
+    with RunFileLock(path, "recovering"):
+        return _recover(Path(path))
+
+
+def _recover(path: Path) -> int:
+    """:func:`recover` for a caller that holds the file's lock."""
     from attnscope.store.reader import RunFile
 
-    path = Path(path)
     temporary = path.with_name(path.name + ".recovering")
     with RunFile(path) as old, h5py.File(temporary, "w", libver="latest") as new:
         create_layout(new, old.schema)
@@ -182,11 +203,28 @@ class RunWriter:
     must match. Use as a context manager or call :meth:`close`.
     """
 
-    def __init__(self, path: str | os.PathLike | None, *, resume: bool = False, max_pending: int = 2):
+    def __init__(
+        self,
+        path: str | os.PathLike | None,
+        *,
+        resume: bool = False,
+        overwrite: bool = False,
+        max_pending: int = 2,
+        stall_seconds: float = 600.0,
+    ):
         self.path = None if path is None else Path(path)
         self._resume = resume
+        self._stall_seconds = stall_seconds
+        self._file_lock = None if self.path is None else RunFileLock(self.path, "capturing").acquire()
+        try:
+            if self.path is not None:
+                _check_target(self.path, resume=resume, overwrite=overwrite)
+        except BaseException:
+            self._file_lock.release()
+            raise
         self._queue: queue.Queue = queue.Queue(maxsize=max_pending)
         self._error: BaseException | None = None
+        self._progress = time.monotonic()  # last time work was handed over or finished
         self._lock = threading.Lock()
         self.file: h5py.File | None = None
         self.schema: CaptureSchema | None = None
@@ -218,7 +256,7 @@ class RunWriter:
         try:
             file = h5py.File(self.path, "r+", libver="latest")
         except OSError:
-            recover(self.path)
+            _recover(self.path)
             file = h5py.File(self.path, "r+", libver="latest")
         existing = CaptureSchema.from_json(file.attrs["schema"])
         if diff := existing.compatible_with(schema):
@@ -243,26 +281,70 @@ class RunWriter:
         (or None), one record and run id per run; ``slots[i]`` lists the token
         slots run ``i`` owns (default: its first ``len(record.tokens)``).
         Blocks when ``max_pending`` batches wait (backpressure)."""
-        self._raise_if_failed()
-        self._queue.put(_Batch(maps, ready, records, run_ids, release, slots))
+        self._put(_Batch(maps, ready, records, run_ids, release, slots))
 
     def submit_images(self, images: np.ndarray, run_ids: list[int]) -> None:
         """Queue images ``(runs, H, W, 3)`` uint8 of runs already submitted."""
-        self._raise_if_failed()
-        self._queue.put(_Images(np.ascontiguousarray(images), run_ids))
+        self._put(_Images(np.ascontiguousarray(images), run_ids))
 
     def flush(self) -> None:
         """Wait until everything queued is written and flushed."""
-        self._queue.join()
+        with self._queue.all_tasks_done:
+            while self._queue.unfinished_tasks:
+                self._raise_if_failed()
+                self._check_stalled()
+                self._queue.all_tasks_done.wait(timeout=0.5)
         self._raise_if_failed()
 
     def close(self) -> None:
-        if self._thread.is_alive():
-            self._queue.put(None)
-            self._thread.join()
-        if self.file is not None and self.path is not None:
-            self.file.close()
+        """Drain the queue, close the file and release the lock; raises the thread's error, if any."""
+        try:
+            self._stop_thread()
+            if self.file is not None and self.path is not None:
+                self.file.close()
+        finally:
+            if self._file_lock is not None and not self._thread.is_alive():
+                self._file_lock.release()  # a stalled thread may still write: then the lock stays until exit
         self._raise_if_failed()
+
+    def check(self) -> None:
+        """Raise :class:`RunWriterFailed` if the thread failed, died or stalled (cheap; for the sampling loop)."""
+        self._raise_if_failed()
+        self._check_stalled()
+
+    def _put(self, item) -> None:
+        """Queue ``item``, waiting for room in slices so that a failed, dead or stalled thread ends the wait."""
+        while True:
+            self._raise_if_failed()
+            try:
+                self._queue.put(item, timeout=0.5)
+                self._progress = time.monotonic()  # the stall clock runs from when work was handed over
+                return
+            except queue.Full:
+                self._check_stalled()
+
+    def _stop_thread(self) -> None:
+        """Queue the stop item and wait for the thread to drain (a failed thread drains without writing)."""
+        while self._thread.is_alive():
+            try:
+                self._queue.put(None, timeout=0.5)
+                break
+            except queue.Full:
+                self._check_stalled()
+        while self._thread.is_alive():
+            self._thread.join(timeout=0.5)
+            self._check_stalled()
+
+    def _check_stalled(self) -> None:
+        """Raise when, with work queued, the thread died or has finished nothing for ``stall_seconds``."""
+        if not self._queue.unfinished_tasks:  # an idle writer is not stalled
+            return
+        where = self.path or "the in-memory file"
+        if not self._thread.is_alive():
+            raise RunWriterFailed(f"the run writer of {where} stopped with work queued")
+        if time.monotonic() - self._progress > self._stall_seconds:
+            raise RunWriterFailed(f"the run writer of {where} made no progress for {self._stall_seconds:g} s "
+                                  "(file system stuck?); complete runs so far are kept")
 
     def __enter__(self) -> "RunWriter":
         return self
@@ -272,7 +354,9 @@ class RunWriter:
 
     def _raise_if_failed(self) -> None:
         if self._error is not None:
-            raise RunFileError(f"the run writer failed: {self._error!r}") from self._error
+            raise RunWriterFailed(
+                f"the run writer of {self.path or 'the in-memory file'} failed: {self._error}"
+            ) from self._error
 
     # -- the thread --------------------------------------------------------
     def _work(self) -> None:
@@ -291,6 +375,7 @@ class RunWriter:
             finally:
                 if isinstance(item, _Batch):
                     item.release()
+                self._progress = time.monotonic()
                 self._queue.task_done()
 
     def _write_batch(self, batch: _Batch) -> None:
@@ -343,3 +428,18 @@ class RunWriter:
                 has_image[run] = True
         self.file.flush()
 
+
+def _check_target(path: Path, *, resume: bool, overwrite: bool) -> None:
+    """Refuse to write ``path`` when it is a folder, not a run file, or a run file to keep."""
+    from attnscope.store.reader import is_run_file
+
+    if path.is_dir():
+        raise FileRefused(f"{path} is a folder: give the run file's path, e.g. {path / 'run.h5'}")
+    if not path.exists():
+        return
+    if not is_run_file(path):
+        raise FileRefused(f"{path} exists and is not an attnscope run file: it will not be overwritten; "
+                          "choose another output path")
+    if not (resume or overwrite):
+        raise FileRefused(f"{path} already holds runs: resume it (--resume), replace it (--overwrite), "
+                          "or choose another output path")
