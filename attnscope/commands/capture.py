@@ -6,7 +6,13 @@ import argparse
 import time
 from pathlib import Path
 
-from attnscope.commands.common import add_model_options, add_sampler_options, load_from_args, sampler_from_args
+from attnscope.commands.common import (
+    STORAGE_MODES,
+    add_model_options,
+    add_sampler_options,
+    load_from_args,
+    sampler_from_args,
+)
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -27,6 +33,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     group.add_argument("--heads", choices=("mean", "all"), default="mean")
     group.add_argument("--branch", choices=("cond", "both"), default="cond", help="CFG branch(es) to keep")
     group.add_argument("--map-dtype", choices=("float16", "float32"), default="float16")
+    group.add_argument("--storage", choices=STORAGE_MODES, default="lossless",
+                       help="lossless (Blosc2, default), quantised (8-bit, max abs error 1.96e-3) or raw")
     parser.add_argument("--out", type=Path, default=Path("run.h5"), help="run file to write (default run.h5)")
     parser.add_argument("--resume", action="store_true", help="append to --out instead of overwriting it")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -55,6 +63,7 @@ def run(args: argparse.Namespace) -> int:
     with capture(
         pipe, layers=args.layers or "all", steps=steps, tokens=_tokens(args.tokens), heads=args.heads,
         branch=args.branch, dtype=getattr(torch, args.map_dtype), sink=args.out, resume=args.resume,
+        storage=args.storage,
     ) as cap:
         images = generate(pipe, jobs, sampler_from_args(args), batch_size=args.batch_size, cap=cap,
                           progress=not args.no_progress)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 DTYPES = ("bfloat16", "float16", "float32")  # names of torch dtypes: torch is imported when a model loads
+STORAGE_MODES = ("lossless", "quantised", "raw")  # attnscope.store.compression.MODES, without importing h5py
 
 
 def torch_dtype(name: str | None):

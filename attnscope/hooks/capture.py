@@ -99,12 +99,13 @@ class Capture:
         sink: str | os.PathLike | None = None,
         *,
         resume: bool = False,
+        storage: str = "lossless",
     ):
         self.pipe = pipe
         self.selection = selection
         self.sink = sink
         self.layers = select_layers(cross_attention_layers(pipe.unet), selection.layers)
-        self._writer = RunWriter(sink, resume=resume)
+        self._writer = RunWriter(sink, resume=resume, storage=storage)
         self._pool = PinnedPool() if pipe.unet.device.type == "cuda" else None
         self._text_calls: list[torch.Tensor] = []
         self._labels: list[dict] = []
@@ -485,12 +486,16 @@ def capture(
     dtype: torch.dtype = torch.float16,
     sink: str | os.PathLike | None = None,
     resume: bool = False,
+    storage: str = "lossless",
 ) -> Capture:
     """Capture cross-attention maps of ``pipe`` inside a ``with`` block.
 
     See :class:`~attnscope.hooks.selection.Selection` for the selection
     arguments. ``sink`` is the run file to write (``None``: in memory);
     ``resume=True`` appends to an existing file with the same settings.
+    ``storage``: how the file keeps the maps — "lossless" (Blosc2, default),
+    "quantised" (8-bit, absolute error ≤ 1.96e-3, read back as float32) or
+    "raw" (uncompressed); see :mod:`attnscope.store.compression`.
     """
     selection = Selection(layers=layers, steps=steps, tokens=tokens, heads=heads, branch=branch, dtype=dtype)
-    return Capture(pipe, selection, sink, resume=resume)
+    return Capture(pipe, selection, sink, resume=resume, storage=storage)

@@ -106,11 +106,13 @@ def run_state(
     batch_size: int = 8,
     shard: Shard = Shard(),
     progress: bool = True,
+    storage: str = "lossless",
 ) -> StateRun:
     """Sample (and capture, and judge) this rank's share of ``plan`` for ``state``; see the module docstring.
 
     ``judge=None`` only samples (and captures); with neither a judge nor
     capture nothing is kept, and every job is sampled (a timing run).
+    ``storage`` is the run file's map storage ("lossless", "quantised", "raw").
     """
     jobs = shard.take(plan.jobs())
     rows = plan.by_id()
@@ -140,7 +142,7 @@ def run_state(
         with tqdm(total=len(jobs), initial=len(jobs) - remaining, desc=state.name, unit="img",
                   disable=not progress, dynamic_ncols=True) as bar:
             started, judging = time.perf_counter(), 0.0
-            with capture(pipe, sink=run_path, resume=True) if run_path else nullcontext() as cap:
+            with capture(pipe, sink=run_path, resume=True, storage=storage) if run_path else nullcontext() as cap:
                 for batch in todo:
                     images = sample_batch(pipe, batch, plan.settings, cap)
                     result.sampled += len(batch)
@@ -202,6 +204,7 @@ def run_benchmark(
     batch_size: int = 8,
     shard: Shard = Shard(),
     progress: bool = True,
+    storage: str = "lossless",
 ) -> list[StateRun]:
     """:func:`run_state` then :func:`merge_state` for every state; returns this rank's :class:`StateRun` s.
 
@@ -218,7 +221,7 @@ def run_benchmark(
     results = []
     for state in states:
         results.append(run_state(pipe, state, plan, folder, judge=judge, capture_maps=capture_maps,
-                                 batch_size=batch_size, shard=shard, progress=progress))
+                                 batch_size=batch_size, shard=shard, progress=progress, storage=storage))
         merge_state(state, folder, shard, capture_maps=capture_maps)
     return results
 
