@@ -127,6 +127,7 @@ def projection(images_per_second: float, bytes_per_image: float | None) -> list[
 def report(results: dict, jobs: list[Job], settings: SamplerSettings, args, device: torch.device,
            seconds_total: float) -> str:
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "CPU"
+    plugin = "missing (gzip fallback)" if compression.hdf5plugin is None else compression.hdf5plugin.version
     n = len(jobs)
     plain = results["plain"]["seconds"]
     lines = [
@@ -136,7 +137,7 @@ def report(results: dict, jobs: list[Job], settings: SamplerSettings, args, devi
           if args.smoke else []),
         f"SD 1.4 architecture, random weights, {args.dtype}, {settings.height}×{settings.width}, {settings.steps} "
         f"PNDM steps, CFG 7.5, batch {args.batch_size}; device: {name}; torch {torch.__version__}, diffusers "
-        f"{diffusers.__version__}, hdf5plugin {'missing (gzip fallback)' if compression.hdf5plugin is None else compression.hdf5plugin.version}. "
+        f"{diffusers.__version__}, hdf5plugin {plugin}. "
         f"{n} prompts of the SEE set (every {5056 // n}-th of 5,056; seed 0), word-level tokens "
         f"(mean {sum(len(j.prompt.split()) + 2 for j in jobs) / n:.1f} per prompt with start and end). "
         f"Each pass samples all {n} images; {args.repeats} interleaved passes per mode after one warm-up batch, "
@@ -169,7 +170,8 @@ def report(results: dict, jobs: list[Job], settings: SamplerSettings, args, devi
     for mode, r in results.items():
         rate = n / statistics.median(r["seconds"])
         per_image = r["file_bytes"] / r["runs"] if "file_bytes" in r else None
-        lines.append(f"| {mode if mode == 'plain' else 'capture, ' + mode} | " + " | ".join(projection(rate, per_image)) + " |")
+        label = mode if mode == "plain" else "capture, " + mode
+        lines.append(f"| {label} | " + " | ".join(projection(rate, per_image)) + " |")
     lines += ["", "Raw pass seconds: " + "; ".join(
         f"{mode}: " + ", ".join(f"{s:.2f}" for s in r["seconds"]) for mode, r in results.items()), ""]
     return "\n".join(lines)

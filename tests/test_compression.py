@@ -5,7 +5,6 @@ import warnings
 from pathlib import Path
 
 import h5py
-import hdf5plugin
 import numpy as np
 import pytest
 import torch
@@ -62,6 +61,7 @@ def test_quantised_maps_are_within_the_stated_error_of_raw_ones(files):
 
 
 def test_lossless_is_bit_identical_and_read_by_plain_h5py_with_hdf5plugin(files):
+    hdf5plugin = pytest.importorskip("hdf5plugin")
     raw, lossless = files["raw"], files["lossless"]
     with RunFile(raw) as exact, RunFile(lossless) as packed:
         assert np.array_equal(every_map(exact), every_map(packed))

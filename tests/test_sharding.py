@@ -98,7 +98,8 @@ def test_two_gloo_processes_split_the_jobs_and_rank0_merges(tmp_path, monkeypatc
                     np.testing.assert_array_equal(merged.heatmap(keys[key], word=word), part.heatmap(run, word=word))
             for key, run in keys.items():  # the same images and maps as one process made
                 np.testing.assert_array_equal(merged.image(run), alone.image(alone_keys[key]))
-                np.testing.assert_array_equal(merged.maps(run, "mid_block.*"), alone.maps(alone_keys[key], "mid_block.*"))
+                mid = "mid_block.*"
+                np.testing.assert_array_equal(merged.maps(run, mid), alone.maps(alone_keys[key], mid))
         records = read_ledgers([two / f"{state}.answers.csv"])
         per_rank = read_ledgers(Shard(0, WORLD).files(two, state, ".answers.csv"))
         assert len(records) == len(per_rank) == len(plan.seeds) * sum(len(r.prompt.questions) for r in plan.rows)
