@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 from attnscope.commands.common import (
+    STORAGE_MODES,
     add_model_options,
     add_sampler_options,
     load_from_args,
@@ -39,6 +40,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     group.add_argument("--heads", choices=("mean", "all"), default="mean")
     group.add_argument("--branch", choices=("cond", "both"), default="cond", help="CFG branch(es) to keep")
     group.add_argument("--map-dtype", choices=("float16", "float32"), default="float16")
+    group.add_argument("--storage", choices=STORAGE_MODES, default="lossless",
+                       help="lossless (Blosc2, default), quantised (8-bit, max abs error 1.96e-3) or raw")
     parser.add_argument("--out", type=Path, default=Path("run.h5"),
                         help="run file to write (default run.h5); images go beside it as OUT-<run>.png")
     existing = parser.add_mutually_exclusive_group()
@@ -109,20 +112,25 @@ def effective_guidance(pipe, guidance: float | None) -> float | None:
 
 
 def settings_differ(pipe, args: argparse.Namespace, schema) -> list[str]:
-    """What of the file's capture schema differs from this capture's settings: image size, steps, model, edit."""
+    """What of the file's capture schema differs from this capture's settings: image size, sampler, steps,
+    model, edit."""
     import json
 
     from attnscope.models.checks import size_factor
     from attnscope.models.identity import pipeline_fingerprint
+    from attnscope.schedulers import make_scheduler
 
     sample = pipe.unet.config.sample_size
     sample_h, sample_w = (sample, sample) if isinstance(sample, int) else sample
     size = (args.height or sample_h * size_factor(pipe), args.width or sample_w * size_factor(pipe))
-    pipe.scheduler.set_timesteps(args.steps)  # what the pipeline call sets first
+    settings = sampler_from_args(args)
+    scheduler = make_scheduler(settings.scheduler, pipe.scheduler.config) if settings.scheduler else pipe.scheduler
+    scheduler.set_timesteps(args.steps)  # what the pipeline call sets first
     edits = [dict(applied.edit.meta) for applied in getattr(pipe, "attnscope_edits", None) or []]
     found = {
         "image size": (schema.height, schema.width) != size,
-        "number of steps": schema.timesteps != tuple(float(t) for t in pipe.scheduler.timesteps),
+        "sampler": schema.sampler.get("scheduler") != type(scheduler).__name__,
+        "number of steps": schema.timesteps != tuple(float(t) for t in scheduler.timesteps),
         "model": schema.model.get("fingerprint") != pipeline_fingerprint(pipe),
         "edit": (schema.edit or {}).get("edits", []) != json.loads(json.dumps(edits, sort_keys=True, default=str)),
     }
@@ -181,7 +189,7 @@ def run(args: argparse.Namespace) -> int:
     if todo:
         with capture(pipe, layers=selection.layers, steps=selection.steps, tokens=selection.tokens,
                      heads=selection.heads, branch=selection.branch, dtype=selection.dtype, sink=args.out,
-                     resume=args.resume, overwrite=args.overwrite) as cap:
+                     resume=args.resume, overwrite=args.overwrite, storage=args.storage) as cap:
             images = generate(pipe, todo, sampler_from_args(args), batch_size=args.batch_size, cap=cap,
                               progress=not args.no_progress)
         stem = args.out.with_suffix("")

@@ -102,6 +102,7 @@ def refuse_overwrite(path: Path, option: str, *, overwrite: bool, kind: str, is_
         )
     if not overwrite:
         raise FileRefused(f"{option} {path} exists: pass --overwrite to replace it, or choose another {option}")
+STORAGE_MODES = ("lossless", "quantised", "raw")  # attnscope.store.compression.MODES, without importing h5py
 
 
 def torch_dtype(name: str | None):

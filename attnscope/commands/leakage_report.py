@@ -24,6 +24,7 @@ from pathlib import Path
 
 from attnscope.commands.common import (
     DTYPES,
+    STORAGE_MODES,
     finite_float,
     non_negative_int,
     positive_int,
@@ -69,6 +70,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                        help="prompt set: the toy world's (default with the oracle judge) or SEE's COCO set "
                             "(default with a VQA judge)")
     bench.add_argument("--no-capture", action="store_true", help="do not record attention maps (no examples)")
+    bench.add_argument("--storage", choices=STORAGE_MODES, default="lossless",
+                       help="how run files keep the maps: lossless (Blosc2, default), quantised (8-bit, "
+                            "error <= 1.96e-3) or raw")
     model = parser.add_argument_group("model and judge")
     model.add_argument("--model", default="toy", help="'toy' (built-in, default), a diffusers folder or cached hub id")
     model.add_argument("--device", default="auto", help="'auto' (CUDA if present), 'cpu', 'cuda:1', ...")
@@ -152,7 +156,8 @@ def _generate(args: argparse.Namespace, started: float) -> int:
         plan = plan.reduced(Reduction())
     states = [BASE, *edited_states(pipe, methods, args.erase, args.out, epochs=args.epochs, shard=shard)]
     runs = run_benchmark(pipe, plan, states, args.out, judge=judge, capture_maps=not args.no_capture,
-                         batch_size=args.batch_size, shard=shard, progress=not args.no_progress)
+                         batch_size=args.batch_size, shard=shard, progress=not args.no_progress,
+                         storage=args.storage)
     if not shard.is_main:
         return 0
     notes = []
@@ -229,7 +234,7 @@ def _settings(args: argparse.Namespace, **extra) -> dict:
     import torch
 
     keep = ("erase", "method", "epochs", "full", "seeds", "steps", "guidance", "batch_size", "model", "dtype",
-            "no_capture", "examples", "out")
+            "no_capture", "storage", "examples", "out")
     return {**{k: getattr(args, k) for k in keep}, "cpu_threads": torch.get_num_threads(), **extra}
 
 

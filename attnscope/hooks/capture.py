@@ -101,12 +101,13 @@ class Capture:
         *,
         resume: bool = False,
         overwrite: bool = False,
+        storage: str = "lossless",
     ):
         self.pipe = pipe
         self.selection = selection
         self.sink = sink
         self.layers = select_layers(cross_attention_layers(pipe.unet), selection.layers)
-        self._writer = RunWriter(sink, resume=resume, overwrite=overwrite)
+        self._writer = RunWriter(sink, resume=resume, overwrite=overwrite, storage=storage)
         self._pool = PinnedPool() if pipe.unet.device.type == "cuda" else None
         self._text_calls: list[torch.Tensor] = []
         self._labels: list[dict] = []
@@ -493,6 +494,7 @@ def capture(
     sink: str | os.PathLike | None = None,
     resume: bool = False,
     overwrite: bool = False,
+    storage: str = "lossless",
 ) -> Capture:
     """Capture cross-attention maps of ``pipe`` inside a ``with`` block.
 
@@ -501,6 +503,9 @@ def capture(
     locked against other writers while the capture is open; ``resume=True``
     appends to an existing run file with the same settings, ``overwrite=True``
     replaces one (anything else at ``sink`` is never overwritten).
+    ``storage``: how the file keeps the maps — "lossless" (Blosc2, default),
+    "quantised" (8-bit, absolute error ≤ 1.96e-3, read back as float32) or
+    "raw" (uncompressed); see :mod:`attnscope.store.compression`.
     """
     selection = Selection(layers=layers, steps=steps, tokens=tokens, heads=heads, branch=branch, dtype=dtype)
-    return Capture(pipe, selection, sink, resume=resume, overwrite=overwrite)
+    return Capture(pipe, selection, sink, resume=resume, overwrite=overwrite, storage=storage)

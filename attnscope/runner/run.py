@@ -12,6 +12,12 @@ skipped; runs captured but not yet judged are judged from their stored image;
 any other batch is sampled again whole. Batches are cut from the full job
 list, so a job always lands in the same batch and its image does not depend
 on where a previous run stopped.
+
+Several processes (``torchrun``, :mod:`attnscope.runner.shard`) share the
+batches, not the jobs: rank ``r`` of ``w`` samples batches ``r, r + w, ...``
+of that same cut, so every job is sampled in the same batch whatever the
+number of processes, and the merged answers (put back in plan order) give
+the metrics of a one-process run.
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ from attnscope.datasets.see import SplitRow
 from attnscope.hooks import capture
 from attnscope.judges.base import Judge
 from attnscope.runner.plan import Key, Plan, job_key
-from attnscope.runner.records import Ledger, judge_jobs, read_ledgers, write_records
+from attnscope.runner.records import Ledger, judge_jobs, read_ledgers, record_key, write_records
 from attnscope.runner.shard import Shard
 from attnscope.runner.states import State
 from attnscope.sampling import Job, batches, sample_batch
@@ -106,13 +112,16 @@ def run_state(
     batch_size: int = 8,
     shard: Shard = Shard(),
     progress: bool = True,
+    storage: str = "lossless",
 ) -> StateRun:
     """Sample (and capture, and judge) this rank's share of ``plan`` for ``state``; see the module docstring.
 
     ``judge=None`` only samples (and captures); with neither a judge nor
     capture nothing is kept, and every job is sampled (a timing run).
+    ``storage`` is the run file's map storage ("lossless", "quantised", "raw").
     """
-    jobs = shard.take(plan.jobs())
+    mine = shard.take(list(batches(plan.jobs(), batch_size)))  # whole batches: see the module docstring
+    jobs = [job for batch in mine for job in batch]
     rows = plan.by_id()
     result = StateRun(state.name, len(jobs))
     run_path = shard.file(folder, state.name, ".h5") if capture_maps else None
@@ -133,14 +142,14 @@ def run_state(
     def done(job: Job) -> bool:
         return bool(kept) and all(job_key(job) in keys for keys in kept)
 
-    todo = [batch for batch in batches(jobs, batch_size) if not all(done(job) for job in batch)]
+    todo = [batch for batch in mine if not all(done(job) for job in batch)]
     remaining = sum(len(batch) for batch in todo)
     folder.mkdir(parents=True, exist_ok=True)
     with state.edit.applied(pipe) if state.edit else nullcontext():
         with tqdm(total=len(jobs), initial=len(jobs) - remaining, desc=state.name, unit="img",
                   disable=not progress, dynamic_ncols=True) as bar:
             started, judging = time.perf_counter(), 0.0
-            with capture(pipe, sink=run_path, resume=True) if run_path else nullcontext() as cap:
+            with capture(pipe, sink=run_path, resume=True, storage=storage) if run_path else nullcontext() as cap:
                 for batch in todo:
                     images = sample_batch(pipe, batch, plan.settings, cap)
                     result.sampled += len(batch)
@@ -158,8 +167,14 @@ def run_state(
     return result
 
 
-def merge_state(state: State, folder: Path, shard: Shard, *, capture_maps: bool = True) -> None:
-    """After all ranks finished ``state``: rank 0 joins their run files and answer CSVs (barrier first)."""
+def merge_state(
+    state: State, folder: Path, shard: Shard, *, capture_maps: bool = True, plan: Plan | None = None
+) -> None:
+    """After all ranks finished ``state``: rank 0 joins their run files and answer CSVs (barrier first).
+
+    With ``plan`` the merged answers are put in plan order (a one-process run's order), so that order-dependent
+    statistics (bootstrap intervals) come out the same.
+    """
     shard.barrier()
     if shard.world == 1 or not shard.is_main:
         return
@@ -169,7 +184,12 @@ def merge_state(state: State, folder: Path, shard: Shard, *, capture_maps: bool 
             merge_shards(parts, folder / f"{state.name}.h5")
     ledgers = shard.files(folder, state.name, ".answers.csv")
     if any(p.exists() for p in ledgers):
-        write_records(read_ledgers(ledgers), folder / f"{state.name}.answers.csv")
+        records = read_ledgers(ledgers)
+        if plan is not None:  # stable sort: each job's questions keep their order
+            order = {record_key({"prompt_id": pid, "seed": seed}): index
+                     for index, (pid, seed) in enumerate(map(job_key, plan.jobs()))}
+            records.sort(key=lambda record: order.get(record_key(record), len(order)))
+        write_records(records, folder / f"{state.name}.answers.csv")
 
 
 def check_plan(folder: Path, description: Mapping[str, Any], shard: Shard) -> None:
@@ -202,6 +222,7 @@ def run_benchmark(
     batch_size: int = 8,
     shard: Shard = Shard(),
     progress: bool = True,
+    storage: str = "lossless",
 ) -> list[StateRun]:
     """:func:`run_state` then :func:`merge_state` for every state; returns this rank's :class:`StateRun` s.
 
@@ -218,8 +239,8 @@ def run_benchmark(
     results = []
     for state in states:
         results.append(run_state(pipe, state, plan, folder, judge=judge, capture_maps=capture_maps,
-                                 batch_size=batch_size, shard=shard, progress=progress))
-        merge_state(state, folder, shard, capture_maps=capture_maps)
+                                 batch_size=batch_size, shard=shard, progress=progress, storage=storage))
+        merge_state(state, folder, shard, capture_maps=capture_maps, plan=plan)
     return results
 
 

@@ -1,14 +1,18 @@
-"""Split a benchmark over processes (``torchrun``): strided job shards, per-rank files, one merge.
+"""Split a benchmark over processes (``torchrun``): strided shards, per-rank files, one merge.
 
-Rank ``r`` of ``w`` takes jobs ``r, r + w, r + 2w, ...`` and writes its own
+Rank ``r`` of ``w`` takes items ``r, r + w, r + 2w, ...`` (the runner hands
+it whole batches of jobs) and writes its own
 files, named ``{stem}.rank{r}{ext}`` (``base.rank0.h5``,
 ``base.rank0.answers.csv``); a single process writes ``{stem}{ext}``
 directly. After a barrier, rank 0 joins the shards: run files with
 :func:`attnscope.store.merge_shards` (virtual datasets, no copy), answer CSVs
-by concatenation.
+by concatenation (put back in plan order).
 
-Run under ``torchrun --nproc_per_node N``; :func:`init_distributed` joins the
-process group it describes (NCCL on CUDA, gloo on CPU).
+Run under ``torchrun --nproc-per-node N`` (and ``--nnodes M --rdzv-endpoint
+HOST:PORT`` across machines); :func:`init_distributed` joins the process group
+it describes (NCCL on CUDA, gloo on CPU), one GPU per local rank. The merged
+run file refers to the shards by relative path: on several nodes, write to a
+folder all nodes share.
 """
 
 from __future__ import annotations

@@ -16,6 +16,7 @@ import h5py
 import numpy as np
 
 from attnscope.errors import FileRefused
+from attnscope.store.compression import storage_mode
 from attnscope.store.lock import RunFileLock
 from attnscope.store.reader import RunFile, is_run_file
 from attnscope.store.writer import _RUN_FIELDS, _TOKEN_FIELDS, RunFileError
@@ -48,6 +49,8 @@ def merge_shards(shards: Sequence[str | os.PathLike], out: str | os.PathLike) ->
         for shard in opened[1:]:
             if diff := schema.compatible_with(shard.schema):
                 raise RunFileError(f"{shard.file.filename} differs from {opened[0].file.filename} in {diff}")
+            if (mode := storage_mode(shard.file["maps"])) != storage_mode(opened[0].file["maps"]):
+                raise RunFileError(f"{shard.file.filename} stores maps {mode}, {opened[0].file.filename} does not")
         if out.exists() and not is_run_file(out):
             raise FileRefused(f"{out} exists and is not an attnscope run file: it will not be overwritten by a merge")
         with RunFileLock(out, "merging"), h5py.File(out, "w", libver="latest") as merged:
@@ -55,6 +58,8 @@ def merge_shards(shards: Sequence[str | os.PathLike], out: str | os.PathLike) ->
                 merged.attrs[key] = value
             relative = [os.path.relpath(shard.file.filename, out.parent) for shard in opened]
             _virtual(merged, "maps", [(r, s.file["maps"]) for r, s in zip(relative, opened)])
+            for key, value in opened[0].file["maps"].attrs.items():  # how to decode the maps
+                merged["maps"].attrs[key] = value
             for name in _TOKEN_FIELDS:
                 _virtual(merged, f"tokens/{name}", [(r, s.file["tokens"][name]) for r, s in zip(relative, opened)])
             images = merged.create_dataset(

@@ -25,6 +25,7 @@ import h5py
 import numpy as np
 
 from attnscope.errors import RunIndexError, UnreadableFile
+from attnscope.store import compression
 from attnscope.store.aggregate import global_heatmap
 from attnscope.store.schema import FORMAT_NAME, FORMAT_VERSION, CaptureSchema, LayerSpec, RunRecord
 from attnscope.store.tokens import clean
@@ -249,11 +250,13 @@ class RunFile:
         token axis is summed away (sub-word pieces of a word add up, as in
         DAAM) → ``(steps, heads, h, w)``. ``heads`` is 1 when heads were
         averaged at capture time. An int ``step`` keeps the steps axis (length 1).
+        Quantised files are decoded to float32.
         """
         (spec,) = self._one(layer)
         block = self.rows(run)
         rows = np.asarray(self.token_rows(run, token, word, branch)) + block.start
-        data = self.file["maps"][rows.min() : rows.max() + 1, :, spec.offset : spec.offset + spec.size]
+        columns = slice(spec.offset, spec.offset + spec.size)
+        data = compression.read(self.file["maps"], slice(rows.min(), rows.max() + 1), columns)
         data = data[rows - rows.min()][:, self._step_positions(step)]
         data = data.reshape(data.shape[:2] + (spec.heads, spec.height, spec.width)).swapaxes(0, 1)
         if token is not None or word is not None:
@@ -315,7 +318,8 @@ class RunFile:
             f"model: {schema.model.get('id', '?')} (fingerprint {schema.model.get('fingerprint', '?')[:12]})",
             f"edit: {describe_edits(schema.edit)}",
             f"image: {schema.height}x{schema.width}; steps stored: {len(schema.steps)} of {len(schema.timesteps)}; "
-            f"heads: {schema.heads}; branch: {schema.branch}; dtype: {schema.dtype}",
+            f"heads: {schema.heads}; branch: {schema.branch}; dtype: {schema.dtype}; "
+            f"storage: {compression.storage_mode(self.file['maps'])}",
             f"layers ({len(schema.layers)}):",
         ]
         lines += [f"  {l.name:<60} {l.place:<4} {l.height}x{l.width} heads={l.heads}" for l in schema.layers]

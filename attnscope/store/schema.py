@@ -12,7 +12,7 @@ import json
 from dataclasses import asdict, dataclass, field
 
 FORMAT_NAME = "attnscope.run"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: compressed or quantised maps (attributes of /maps); 1: raw maps
 
 
 @dataclass(frozen=True)

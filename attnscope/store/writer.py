@@ -38,6 +38,7 @@ import numpy as np
 import torch
 
 from attnscope.errors import FileRefused, UserError
+from attnscope.store.compression import Storage, encode, storage_mode
 from attnscope.store.lock import RunFileLock
 from attnscope.store.schema import FORMAT_NAME, FORMAT_VERSION, CaptureSchema, RunRecord
 
@@ -78,7 +79,7 @@ def _versions() -> dict[str, str]:
     }
 
 
-def create_layout(file: h5py.File, schema: CaptureSchema) -> None:
+def create_layout(file: h5py.File, schema: CaptureSchema, storage: Storage = Storage()) -> None:
     """Create every group and dataset of an empty run file (SWMR forbids later creation)."""
     file.attrs["format"] = FORMAT_NAME
     file.attrs["format_version"] = FORMAT_VERSION
@@ -91,11 +92,7 @@ def create_layout(file: h5py.File, schema: CaptureSchema) -> None:
     tokens = file.create_group("tokens")
     for name, dtype in _TOKEN_FIELDS.items():
         tokens.create_dataset(name, (0,), maxshape=(None,), dtype=dtype, chunks=(4096,))
-    steps, width = len(schema.steps), schema.width_l
-    file.create_dataset(
-        "maps", (0, steps, width), maxshape=(None, steps, width), dtype=schema.dtype,
-        chunks=(1, steps, width),
-    )
+    storage.create_maps(file, len(schema.steps), schema.width_l, schema.dtype)
     file.create_dataset(
         "images", (0, schema.height, schema.width, 3), maxshape=(None, schema.height, schema.width, 3),
         dtype=np.uint8, chunks=(1, schema.height, schema.width, 3),
@@ -145,7 +142,7 @@ def _recover(path: Path) -> int:
 
     temporary = path.with_name(path.name + ".recovering")
     with RunFile(path) as old, h5py.File(temporary, "w", libver="latest") as new:
-        create_layout(new, old.schema)
+        create_layout(new, old.schema, Storage(storage_mode(old.file["maps"])))
         keep = np.flatnonzero(old.complete)
         for run in keep:
             record = old.record(int(run))
@@ -200,7 +197,8 @@ class RunWriter:
 
     ``path=None`` keeps the file in memory. ``resume=True`` appends to an
     existing file (recovering it first if its writer was killed); its schema
-    must match. Use as a context manager or call :meth:`close`.
+    and storage mode must match. ``storage``: "lossless", "quantised" or "raw"
+    (:mod:`attnscope.store.compression`). Use as a context manager or call :meth:`close`.
     """
 
     def __init__(
@@ -211,8 +209,10 @@ class RunWriter:
         overwrite: bool = False,
         max_pending: int = 2,
         stall_seconds: float = 600.0,
+        storage: str | Storage = "lossless",
     ):
         self.path = None if path is None else Path(path)
+        self.storage = Storage.of(storage)
         self._resume = resume
         self._stall_seconds = stall_seconds
         self._file_lock = None if self.path is None else RunFileLock(self.path, "capturing").acquire()
@@ -241,13 +241,13 @@ class RunWriter:
             return
         if self.path is None:
             self.file = h5py.File(f"attnscope-memory-{id(self)}.h5", "w", driver="core", backing_store=False)
-            create_layout(self.file, schema)
+            create_layout(self.file, schema, self.storage)
         elif self._resume and self.path.exists():
             self.file = self._reopen(schema)
         else:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.file = h5py.File(self.path, "w", libver="latest")
-            create_layout(self.file, schema)
+            create_layout(self.file, schema, self.storage)
             self.file.swmr_mode = True
         self.schema = schema
         self._n_runs = self.file["runs/complete"].shape[0]
@@ -265,6 +265,10 @@ class RunWriter:
                 f"cannot resume {self.path}: its capture schema differs in {', '.join(diff)}; "
                 "write to a new file or capture with the same settings"
             )
+        if (found := storage_mode(file["maps"])) != self.storage.mode:
+            file.close()
+            raise RunFileError(f"cannot resume {self.path}: it stores maps {found}, not {self.storage.mode}; "
+                               f"resume with storage={found!r}")
         file.swmr_mode = True
         return file
 
@@ -398,7 +402,7 @@ class RunWriter:
             row_starts.append(row)
             for span in _spans(owned):
                 count = span.stop - span.start
-                dataset[row : row + count] = maps[index, span]
+                dataset[row : row + count] = encode(dataset, maps[index, span])
                 row += count
         _write_run_entries(file, batch.records, row_starts, complete=False)
         file.flush()

@@ -1,0 +1,157 @@
+"""How a run file stores its maps: ``lossless`` (default), ``quantised`` or ``raw``.
+
+* ``lossless``: the capture dtype (float16 by default) through Blosc2 (zstd,
+  level 1, byte shuffle) from ``hdf5plugin``; plain ``h5py`` reads the values
+  once ``hdf5plugin`` is imported. Without ``hdf5plugin`` the writer warns and
+  falls back to HDF5's built-in gzip (level 1, shuffle): readable everywhere,
+  larger and slower to write.
+* ``quantised``: probabilities rounded to multiples of ``QUANTUM = 1/255``
+  (``uint8`` codes 0…255), stored as differences between consecutive stored
+  steps (mod 256; the first stored step holds the code itself), through
+  Blosc2 (zstd, level 1, bit shuffle). Maps change little from one step to the
+  next, so the differences are mostly 0 and ±1 and compress well. Maximum
+  absolute error on a probability: ``MAX_ERROR = QUANTUM / 2 ≈ 1.96e-3``. The
+  rounding is absolute, not per map: a map whose values all lie under 0.01
+  keeps only two or three levels — analyse such maps from a lossless file.
+* ``raw``: the capture dtype, uncompressed (the format-1 layout).
+
+Chunks are ``(1 row, all stored steps, chunk_width map values)``: one token of
+one run over every step, a slice of ``L``. A run's maps are its rows' chunks
+side by side; one layer of one token across many runs touches only the
+chunks of that layer's slice of ``L``. ``docs/format.md`` has the numbers.
+
+The dataset's attributes say how to decode it: ``encoding`` is ``"float"``
+(values as stored) or ``"uint8-step-delta"`` (``cumsum(codes, axis=1) mod 256 ×
+quantum``), ``codec`` names the filter. Files of format 1 have no
+``encoding`` attribute and are read as ``"float"``.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import h5py
+import numpy as np
+import torch
+
+try:  # registers the Blosc2/Zstd HDF5 filters with h5py
+    import hdf5plugin
+except ImportError:  # pragma: no cover - depends on the machine
+    hdf5plugin = None
+
+MODES = ("lossless", "quantised", "raw")
+QUANTUM = 1 / 255  # quantised mode: probabilities are stored as multiples of this
+MAX_ERROR = QUANTUM / 2  # the largest absolute error the quantised mode makes on a value in [0, 1]
+FLOAT, STEP_DELTA = "float", "uint8-step-delta"
+DEFAULT_CHUNK_WIDTH = 4096  # at most this many map values per chunk along L (one 64×64 map)
+
+
+class MissingCodecError(RuntimeError):
+    """A run file's maps use a filter this installation cannot decode."""
+
+
+def _filter(mode: str) -> tuple[str, dict]:
+    """``(codec name, h5py create_dataset keywords)`` for ``mode``'s maps on this installation."""
+    if mode == "raw":
+        return "none", {}
+    if hdf5plugin is None:
+        warnings.warn(
+            f"hdf5plugin is not installed: {mode} run files fall back to gzip (level 1, shuffle), which is "
+            "larger and slower to write; `pip install hdf5plugin` for Blosc2",
+            stacklevel=3,
+        )
+        return "gzip-1-shuffle", {"compression": "gzip", "compression_opts": 1, "shuffle": True}
+    blosc = hdf5plugin.Blosc2
+    if mode == "quantised":
+        return "blosc2-zstd-1-bitshuffle", dict(blosc(cname="zstd", clevel=1, filters=blosc.BITSHUFFLE))
+    return "blosc2-zstd-1-shuffle", dict(blosc(cname="zstd", clevel=1, filters=blosc.SHUFFLE))
+
+
+@dataclass(frozen=True)
+class Storage:
+    """How to store maps: ``mode`` (see the module docstring) and the chunk width along ``L``."""
+
+    mode: str = "lossless"
+    chunk_width: int = DEFAULT_CHUNK_WIDTH
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"storage must be one of {', '.join(MODES)}; got {self.mode!r}")
+        if self.chunk_width < 1:
+            raise ValueError("chunk_width must be positive")
+
+    @classmethod
+    def of(cls, storage: "str | Storage") -> "Storage":
+        """A mode name or a :class:`Storage` → a :class:`Storage`."""
+        return storage if isinstance(storage, Storage) else cls(storage)
+
+    def chunk(self, steps: int, width: int) -> tuple[int, int, int]:
+        """``(1, steps, w)``: ``L`` cut into equal pieces of at most ``chunk_width`` (no padded edge chunk)."""
+        pieces = -(-width // self.chunk_width)
+        return (1, steps, -(-width // pieces))
+
+    def create_maps(self, file: h5py.File, steps: int, width: int, dtype: str) -> h5py.Dataset:
+        """The empty, resizable ``/maps`` dataset ``(0, steps, width)`` for maps of ``dtype``."""
+        codec, keywords = _filter(self.mode)
+        stored = np.uint8 if self.mode == "quantised" else dtype
+        dataset = file.create_dataset(
+            "maps", (0, steps, width), maxshape=(None, steps, width), dtype=stored,
+            chunks=self.chunk(steps, width), **keywords,
+        )
+        dataset.attrs["storage"] = self.mode
+        dataset.attrs["codec"] = codec
+        dataset.attrs["encoding"] = STEP_DELTA if self.mode == "quantised" else FLOAT
+        if self.mode == "quantised":
+            dataset.attrs["quantum"] = QUANTUM
+        return dataset
+
+
+def quantise(maps: np.ndarray) -> np.ndarray:
+    """Probabilities ``(rows, steps, L)`` in [0, 1] → ``uint8`` step-difference codes of the same shape.
+
+    Torch's CPU kernels (vectorised float16, several threads, no GIL) run this ~2× faster than numpy.
+    """
+    levels = torch.from_numpy(np.ascontiguousarray(maps)).float().mul_(1 / QUANTUM).round_().clamp_(0, 255)
+    codes = levels.to(torch.uint8)
+    codes[:, 1:] -= codes[:, :-1].clone()  # uint8 arithmetic wraps: mod 256
+    return codes.numpy()
+
+
+def dequantise(codes: np.ndarray, quantum: float = QUANTUM) -> np.ndarray:
+    """Step-difference codes ``(rows, steps, L)`` (all stored steps) → float32 probabilities."""
+    levels = np.cumsum(codes, axis=1, dtype=np.uint8)  # wraps mod 256, undoing the differences
+    return levels.astype(np.float32) * np.float32(quantum)
+
+
+def encoding(dataset: h5py.Dataset) -> str:
+    """``"float"`` or ``"uint8-step-delta"``; format-1 files (no attribute) are ``"float"``."""
+    value = dataset.attrs.get("encoding", FLOAT)
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def storage_mode(dataset: h5py.Dataset) -> str:
+    """The mode ``dataset`` was written with; format-1 files are ``"raw"``."""
+    value = dataset.attrs.get("storage", "raw")
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def encode(dataset: h5py.Dataset, maps: np.ndarray) -> np.ndarray:
+    """Maps ``(rows, steps, L)`` as ``dataset`` stores them."""
+    return quantise(maps) if encoding(dataset) == STEP_DELTA else maps
+
+
+def read(dataset: h5py.Dataset, rows: slice | np.ndarray, columns: slice = slice(None)) -> np.ndarray:
+    """Decoded maps ``dataset[rows, :, columns]`` (float32 for quantised files, else the stored dtype)."""
+    try:
+        values = dataset[rows, :, columns]
+    except OSError as error:
+        if hdf5plugin is None and "filter" in str(error).lower():
+            raise MissingCodecError(
+                f"{dataset.file.filename}: its maps are compressed with {dataset.attrs.get('codec', '?')}; "
+                "`pip install hdf5plugin` to read them"
+            ) from error
+        raise
+    if encoding(dataset) == STEP_DELTA:
+        return dequantise(values, float(dataset.attrs["quantum"]))
+    return values
