@@ -103,9 +103,9 @@ class Capture:
         self.pipe = pipe
         self.selection = selection
         self.sink = sink
-        self.layers = select_layers(cross_attention_layers(pipe.unet), selection.layers)
+        self.layers = self._find_layers(selection.layers)
         self._writer = RunWriter(sink, resume=resume)
-        self._pool = PinnedPool() if pipe.unet.device.type == "cuda" else None
+        self._pool = PinnedPool() if self._backbone().device.type == "cuda" else None
         self._text_calls: list[torch.Tensor] = []
         self._labels: list[dict] = []
         self._batch: _Batch | None = None
@@ -116,6 +116,12 @@ class Capture:
         self.run_ids: list[int] = []
         self._last_run_ids: list[int] = []
         self._fingerprint: str | None = None
+
+    def _backbone(self) -> torch.nn.Module:
+        return self.pipe.unet
+
+    def _find_layers(self, pattern) -> list:
+        return select_layers(cross_attention_layers(self.pipe.unet), pattern)
 
     # -- context -----------------------------------------------------------
     def __enter__(self) -> "Capture":
@@ -488,9 +494,19 @@ def capture(
 ) -> Capture:
     """Capture cross-attention maps of ``pipe`` inside a ``with`` block.
 
+    A diffusion-transformer pipeline (SD3, Flux, PixArt, Sana) gets a
+    :class:`~attnscope.hooks.dit.TransformerCapture`: the same selection,
+    run file and reader, on its text→image attention.
+
     See :class:`~attnscope.hooks.selection.Selection` for the selection
     arguments. ``sink`` is the run file to write (``None``: in memory);
     ``resume=True`` appends to an existing file with the same settings.
     """
     selection = Selection(layers=layers, steps=steps, tokens=tokens, heads=heads, branch=branch, dtype=dtype)
+    from attnscope.hooks.dit_layers import is_transformer_pipeline
+
+    if is_transformer_pipeline(pipe):
+        from attnscope.hooks.dit import TransformerCapture
+
+        return TransformerCapture(pipe, selection, sink, resume=resume)
     return Capture(pipe, selection, sink, resume=resume)

@@ -3,8 +3,9 @@
 ``model`` may be:
 
 * ``None`` or ``"toy"`` — the built-in toy-world model shipped in the package;
-* ``"tiny-sd"``, ``"tiny-sd2"``, ``"tiny-sdxl"`` — tiny random pipelines with
-  the real architectures (tests, benchmarks, smoke runs);
+* ``"tiny-sd"``, ``"tiny-sd2"``, ``"tiny-sdxl"``, ``"tiny-sd3"``,
+  ``"tiny-flux"``, ``"tiny-pixart"`` — tiny random pipelines with the real
+  architectures (tests, benchmarks, smoke runs);
 * a local diffusers folder (has ``model_index.json``);
 * a hub id such as ``"CompVis/stable-diffusion-v1-4"``, read from the local
   Hugging Face cache only. attnscope never downloads.
@@ -20,7 +21,7 @@ from typing import Callable
 import torch
 
 TOY = "toy"
-TINY_BUILDERS = ("tiny-sd", "tiny-sd2", "tiny-sdxl")
+TINY_BUILDERS = ("tiny-sd", "tiny-sd2", "tiny-sdxl", "tiny-sd3", "tiny-flux", "tiny-pixart")
 
 
 class ModelNotFoundError(FileNotFoundError):
@@ -35,12 +36,15 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
 
 
 def _tiny_builder(name: str) -> Callable:
-    from attnscope.models import tiny
+    from attnscope.models import tiny, tiny_dit
 
     return {
         "tiny-sd": tiny.tiny_sd_pipeline,
         "tiny-sd2": tiny.tiny_sd2_pipeline,
         "tiny-sdxl": tiny.tiny_sdxl_pipeline,
+        "tiny-sd3": tiny_dit.tiny_sd3_pipeline,
+        "tiny-flux": tiny_dit.tiny_flux_pipeline,
+        "tiny-pixart": tiny_dit.tiny_pixart_pipeline,
     }[name]
 
 
@@ -101,7 +105,7 @@ def load_pipeline(
 
     The returned object is a diffusers pipeline (the toy model's is a
     ``DiffusionPipeline`` subclass), so ``pipe(prompt, ...)`` samples and
-    ``pipe.unet`` holds the cross-attention layers.
+    ``pipe.unet`` (or ``pipe.transformer``) holds the attention layers.
     """
     name = TOY if model is None else str(model)
     device = resolve_device(device)

@@ -154,11 +154,23 @@ class RunFile:
         return {"cond": everything[:n_cond], "uncond": everything[n_cond:], "all": everything}[branch]
 
     def words(self, run: int) -> list[str]:
-        """The prompt's words as the tokenizer split them (index = ``Token.word``)."""
+        """The prompt's words as the tokenizer split them (index = ``Token.word``).
+
+        A word's text is spelled from its first consecutive tokens: with two
+        text streams (SD3's CLIP and T5) the same word also has tokens in
+        the second stream, which count for its maps but not for its spelling.
+        """
         words: dict[int, str] = {}
+        last: dict[int, int] = {}  # word -> position of its last spelled token; -2 once spelled
         for token in self.tokens(run):
-            if token.word >= 0:
+            if token.word < 0:
+                continue
+            previous = last.get(token.word)
+            if previous is None or previous == token.position - 1:
                 words[token.word] = words.get(token.word, "") + clean(token.text)
+                last[token.word] = token.position
+            else:
+                last[token.word] = -2
         return [words[i] for i in sorted(words)]
 
     def token_rows(self, run: int, token: int | str | None = None, word: str | None = None, branch: str = "cond") -> list[int]:
