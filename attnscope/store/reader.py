@@ -154,7 +154,12 @@ class RunFile:
         return {"cond": everything[:n_cond], "uncond": everything[n_cond:], "all": everything}[branch]
 
     def words(self, run: int) -> list[str]:
-        """The prompt's words as the tokenizer split them (index = ``Token.word``).
+        """The prompt's words among the stored tokens, as the tokenizer split them, in prompt order."""
+        spelled = self._spelled(run)
+        return [spelled[i] for i in sorted(spelled)]
+
+    def _spelled(self, run: int) -> dict[int, str]:
+        """``{word index: word}`` of the stored tokens (``Token.word`` indexes the whole prompt's words).
 
         A word's text is spelled from its first consecutive tokens: with two
         text streams (SD3's CLIP and T5) the same word also has tokens in
@@ -171,7 +176,7 @@ class RunFile:
                 last[token.word] = token.position
             else:
                 last[token.word] = -2
-        return [words[i] for i in sorted(words)]
+        return words
 
     def token_rows(self, run: int, token: int | str | None = None, word: str | None = None, branch: str = "cond") -> list[int]:
         """Row offsets (within the run's block) of the selected tokens.
@@ -184,11 +189,11 @@ class RunFile:
         n_cond = int(self.file["runs/n_tokens"][run])
         candidates = range(n_cond) if branch == "cond" else range(n_cond, len(tokens))
         if word is not None:
-            words = self.words(run)
-            if word not in words:
-                raise KeyError(f"word {word!r} is not in run {run}'s prompt {words}")
-            index = words.index(word)
-            return [i for i in candidates if tokens[i].word == index]
+            spelled = self._spelled(run)
+            indices = [i for i, spelling in spelled.items() if spelling == word]
+            if not indices:
+                raise KeyError(f"word {word!r} is not in run {run}'s prompt {self.words(run)}")
+            return [i for i in candidates if tokens[i].word == indices[0]]
         if token is None:
             return list(candidates)
         if isinstance(token, str):
