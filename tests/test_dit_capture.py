@@ -53,8 +53,8 @@ def reference(family, layer, inputs):
         if family == "flux":
             rope = kwargs["image_rotary_emb"]
             q, k = (apply_rotary_emb(t.transpose(1, 2), rope, sequence_dim=1).transpose(1, 2) for t in (q, k))
-    scores = q @ k.transpose(-1, -2) / q.shape[-1] ** 0.5 + bias
-    return torch.softmax(scores.double(), dim=-1).float()
+    scores = q.double() @ k.double().transpose(-1, -2) / q.shape[-1] ** 0.5 + bias
+    return torch.softmax(scores, dim=-1).float()
 
 
 def _record_inputs(pipe):
@@ -187,3 +187,48 @@ def test_selected_probabilities_on_hand_made_queries_and_keys():
 def test_words_of_two_tokenizers_are_aligned():
     assert align_words(["a", "wooden", "bench", ","], ["a", "wooden", "bench,"]) == [0, 1, 2]
     assert align_words(["a", "bird"], ["the", "a", "bird", "x"]) == [2, 0, 1, 3]
+
+
+def test_overhead_benchmark_runs_in_smoke_mode(tmp_path, one_thread):
+    from conftest import benchmark
+
+    out = tmp_path / "overhead.md"
+    script = benchmark("capture_overhead_dit")
+    assert script.main(["--smoke", "--model", "flux", "--batch", "1", "--repeats", "1", "--out", str(out)]) == 0
+    text = out.read_text()
+    assert "## Flux.1-dev-shaped" in text and "| 1 |" in text and "| True | kernel |" in text
+    section = "## Flux.1-dev-shaped\n\nreplaced\n"
+    assert script.merge(out, "flux", section).count("## Flux.1-dev-shaped") == 1
+    assert "replaced" in script.merge(out, "flux", section)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("family", ["sd3", "flux"])
+def test_cuda_bf16_maps_equal_the_reference_and_images_stay_identical(family):
+    """On the GPU the normaliser comes from the flash kernel; maps must still equal the explicit softmax."""
+    build = {"sd3": tiny_sd3_pipeline, "flux": tiny_flux_pipeline}[family]
+    pipe = build().to("cuda", torch.bfloat16)
+    plain = sample(pipe, family)
+    seen, handles = _record_inputs(pipe)
+    try:
+        with capture(pipe, heads="all", dtype=torch.float32) as cap:
+            captured = sample(pipe, family)
+    finally:
+        for handle in handles:
+            handle.remove()
+    assert np.array_equal(plain, captured)
+    assert cap.lse_sources == {"kernel"}
+    run = cap.run_ids[-1]
+    positions = [t.position for t in cap.file.tokens(run)]
+    row = 1 if family == "sd3" else 0  # SD3 runs [uncond, cond]
+    for layer in transformer_attention_layers(pipe.transformer):
+        spec = next(s for s in cap.file.layers if s.name == layer.name)
+        n = spec.height * spec.width
+        for step, inputs in enumerate(seen[layer.name]):
+            probs = reference(family, layer, inputs)
+            text = probs.shape[-1] - n
+            queries = slice(text, None) if layer.text_first else slice(0, n)
+            keys = 0 if layer.text_first else n
+            expected = probs[row, :, queries][..., [keys + p for p in positions]].permute(2, 0, 1).cpu()
+            got = torch.from_numpy(cap.maps(layer.name)[step]).reshape(expected.shape)
+            assert torch.allclose(got, expected, atol=2e-3), (layer.name, step)
