@@ -24,6 +24,10 @@ denoises with a transformer; selection, run file and reader are the UNet's.
   tokens across streams.
 * Steps are transformer calls (one per sampling step); CFG rows as for the
   UNet (``[uncond, cond]``).
+* ``concepts=[...]``: ConceptAttention-style concept maps
+  (:mod:`attnscope.hooks.concepts`) of the conditional branch, stored as extra
+  token rows ``"<concept:NAME>"`` after the prompt's tokens
+  (``RunFile.concept_maps``).
 """
 
 from __future__ import annotations
@@ -31,18 +35,21 @@ from __future__ import annotations
 import dataclasses
 import os
 import warnings
+from typing import Sequence
 
 import torch
 
 from attnscope.hooks.capture import Capture, _Batch
+from attnscope.hooks.concepts import ConceptSet, ConceptStream, encode_concepts
 from attnscope.hooks.dit_layers import TextStream, TransformerLayer, text_streams, transformer_attention_layers
 from attnscope.hooks.layers import select_layers
 from attnscope.hooks.sdpa import SDPACall, SDPAObserver, selected_probabilities
 from attnscope.hooks.selection import Selection
 from attnscope.store.schema import CaptureSchema, RunRecord
-from attnscope.store.tokens import align_words, clean
+from attnscope.store.tokens import align_words, clean, concept_label
 
 Token = tuple[int, str, int]  # (position in the text sequence, token text, word index)
+_STREAMED = ("joint", "double")  # places whose blocks carry a separate text stream (concept maps)
 
 
 class TransformerCaptureProcessor:
@@ -75,13 +82,27 @@ def _spell(tokens: list[Token]) -> list[str]:
 class TransformerCapture(Capture):
     """:class:`~attnscope.hooks.capture.Capture` for a diffusion transformer's attention.
 
-    ``kernel_lse=False`` recomputes the softmax normaliser from q/k instead of
-    taking the attention kernel's (for tests; the two agree to float32 rounding).
+    ``concepts``: phrases whose concept maps are stored beside the attention
+    maps (joint-attention models; every SD3 joint / Flux double block must be
+    selected, since each advances the concept stream). ``kernel_lse=False``
+    recomputes the softmax normaliser from q/k instead of taking the attention
+    kernel's (for tests; the two agree to float32 rounding).
     """
 
     def __init__(self, pipe, selection: Selection, sink: str | os.PathLike | None = None, *,
-                 resume: bool = False, kernel_lse: bool = True):
+                 resume: bool = False, concepts: Sequence[str] = (), kernel_lse: bool = True):
         super().__init__(pipe, selection, sink, resume=resume)
+        self.concepts = list(concepts)
+        if self.concepts:
+            streamed = [layer for layer in transformer_attention_layers(pipe.transformer) if layer.place in _STREAMED]
+            if not streamed or any(layer not in self.layers for layer in streamed):
+                raise ValueError(
+                    "concept maps need a joint-attention transformer (SD3, Flux) with every joint/double-stream "
+                    "block selected: each block advances the concept tokens"
+                )
+        self._concept_set: ConceptSet | None = None
+        self._stream: ConceptStream | None = None
+        self._cond_rows = slice(0, 0)
         self.streams = [s for s in text_streams(pipe) if getattr(pipe, s.encoder, None) is not None]
         self.observer = SDPAObserver(kernel_lse=kernel_lse)
         self.lse_sources: set[str] = set()  # "kernel" / "recomputed": where the normaliser came from
@@ -107,6 +128,15 @@ class TransformerCapture(Capture):
         for stream in self.streams:
             encoder = getattr(self.pipe, stream.encoder)
             self._handles.append(encoder.register_forward_pre_hook(self._on_stream(stream), with_kwargs=True))
+        if self.concepts:
+            for layer in self.layers:
+                if layer.place in _STREAMED:
+                    block = transformer.get_submodule(layer.name.rsplit(".", 1)[0])
+                    self._handles.append(block.register_forward_pre_hook(self._on_block, with_kwargs=True))
+
+    def _on_block(self, module, args, kwargs):
+        if self.recording:
+            self._stream.temb = kwargs["temb"][self._cond_rows]
 
     def _on_stream(self, stream: TextStream):
         def hook(module, args, kwargs):
@@ -122,6 +152,8 @@ class TransformerCapture(Capture):
     def _before_transformer(self, module, args, kwargs):
         if self._batch is None:
             self._batch = self._begin_transformer(args, kwargs)
+        if self.concepts and self.recording:
+            self._stream.start(module, self._cond_rows.stop - self._cond_rows.start)
 
     # -- one batch -------------------------------------------------------------
     def _grid(self, sample: torch.Tensor, kwargs: dict) -> tuple[int, int]:
@@ -201,7 +233,12 @@ class TransformerCapture(Capture):
         both = self.selection.branch == "both"
         cond = [self._tokens([p[run] for p, _ in ids], streams)[0] for run in range(n_runs)]
         uncond = [self._tokens([n[run] for _, n in ids], streams)[0] if both else [] for run in range(n_runs)]
-        records = self._dit_records(n_runs, cond, uncond, ids[0], streams[0])
+        self._cond_rows = slice(n_runs, batch_size) if cfg else slice(0, batch_size)
+        if self.concepts and self._concept_set is None:
+            self._concept_set = encode_concepts(self.pipe, self.concepts)
+            self._stream = ConceptStream(self._concept_set)
+        concept_tokens = [(-1 - i, concept_label(name), -1) for i, name in enumerate(self.concepts)]
+        records = self._dit_records(n_runs, [c + concept_tokens for c in cond], uncond, ids[0], streams[0])
 
         if cfg and both:
             rows, positions = slice(0, batch_size), [[p for p, _, _ in u] for u in uncond] + [[p for p, _, _ in c] for c in cond]
@@ -219,7 +256,8 @@ class TransformerCapture(Capture):
         schema = self._schema(grid, steps)
         self._writer.open(schema)
         self._extents = {spec.name: (spec.offset, spec.offset + spec.size) for spec in schema.layers}
-        buffer = torch.zeros((n_runs, cond_width + uncond_width, len(steps), schema.width_l),
+        n_concepts = len(self.concepts)
+        buffer = torch.zeros((n_runs, cond_width + n_concepts + uncond_width, len(steps), schema.width_l),
                              dtype=self.selection.dtype, device=sample.device)
         return _Batch(
             n_steps=self._n_steps(),
@@ -230,7 +268,8 @@ class TransformerCapture(Capture):
             uncond_offset=n_runs if (cfg and both) else 0,
             buffer=buffer,
             records=records,
-            slots=[list(range(len(c))) + list(range(cond_width, cond_width + len(u))) for c, u in zip(cond, uncond)],
+            slots=[list(range(len(c))) + list(range(cond_width, cond_width + n_concepts + len(u)))
+                   for c, u in zip(cond, uncond)],
             latent_hw=grid,
         )
 
@@ -298,8 +337,16 @@ class TransformerCapture(Capture):
         start, end = self._extents[layer.name]
         target = batch.buffer[:, :, batch.slot_of_step[batch.step], start:end].unflatten(-1, (picked.shape[1], n))
         per_token = picked.permute(0, 3, 1, 2)  # (rows, tokens, heads, n)
-        if batch.uncond_offset:  # rows are [uncond, cond]; cond slots come first in the buffer
-            target[:, : batch.cond_width].copy_(per_token[batch.uncond_offset :, : batch.cond_width])
-            target[:, batch.cond_width :].copy_(per_token[: batch.uncond_offset, : target.shape[1] - batch.cond_width])
+        cond, uncond = batch.cond_width, batch.cond_width + len(self.concepts)  # buffer: cond, concepts, uncond
+        if batch.uncond_offset:  # rows are [uncond, cond]
+            target[:, :cond].copy_(per_token[batch.uncond_offset :, :cond])
+            target[:, uncond:].copy_(per_token[: batch.uncond_offset, : target.shape[1] - uncond])
         else:
-            target.copy_(per_token[:, : target.shape[1]])
+            target[:, :cond].copy_(per_token[:, :cond])
+        if self.concepts and layer.place in _STREAMED:
+            block = self.pipe.transformer.get_submodule(layer.name.rsplit(".", 1)[0])
+            rows = self._cond_rows
+            mine = SDPACall(call.query[rows], call.key[rows], None, call.scale, None, call.value[rows], call.output[rows])
+            image = queries  # the image positions of the joint sequence
+            maps = self._stream.step(block, mine, image)  # (runs, concepts, n)
+            target[:, cond:uncond].copy_(maps[:, :, None].expand(-1, -1, picked.shape[1], -1))

@@ -47,7 +47,8 @@ class SDPACall:
     ``None``, or additive/boolean, broadcastable to ``(B, H, Sq, Sk)``;
     ``scale``: the softmax scale; ``lse``: ``(B, H, Sq)`` float32 log-sum-exp
     of the scaled (and masked) scores over all ``Sk`` keys when the kernel
-    returned it, else ``None``.
+    returned it, else ``None``; ``value`` ``(B, H, Sk, Dv)`` and ``output``
+    ``(B, H, Sq, Dv)``: what concept maps read (None where not kept).
     """
 
     query: torch.Tensor
@@ -55,6 +56,8 @@ class SDPACall:
     attn_mask: torch.Tensor | None
     scale: float
     lse: torch.Tensor | None
+    value: torch.Tensor | None = None
+    output: torch.Tensor | None = None
 
 
 class _KernelLogSumExp(TorchDispatchMode):
@@ -104,9 +107,11 @@ class SDPAObserver(TorchFunctionMode):
             with _KernelLogSumExp() as kernel:
                 out = func(*args, **kwargs)
             lse = kernel.lse
+            if lse is not None and tuple(lse.shape) != tuple(query.shape[:3]):
+                lse = None  # a kernel layout this code does not know: recompute instead
         else:
             out, lse = func(*args, **kwargs), None
-        self.calls.append(SDPACall(query, key, bound.get("attn_mask"), scale, lse))
+        self.calls.append(SDPACall(query, key, bound.get("attn_mask"), scale, lse, bound["value"], out))
         return out
 
 

@@ -26,7 +26,7 @@ import numpy as np
 
 from attnscope.store.aggregate import global_heatmap
 from attnscope.store.schema import FORMAT_NAME, CaptureSchema, LayerSpec, RunRecord
-from attnscope.store.tokens import clean
+from attnscope.store.tokens import CONCEPT_PREFIX, clean, concept_label
 
 
 @dataclass(frozen=True)
@@ -240,6 +240,16 @@ class RunFile:
         if token is not None or word is not None:
             return data.astype(np.float32).sum(axis=1)
         return data
+
+    def concepts(self, run: int) -> list[str]:
+        """Names of the concepts whose maps were stored with the run (``capture(..., concepts=...)``)."""
+        return [t.text[len(CONCEPT_PREFIX) : -1] for t in self.tokens(run) if t.text.startswith(CONCEPT_PREFIX)]
+
+    def concept_maps(self, run: int, layer: str, concept: str, *, step: int | Sequence[int] | None = None) -> np.ndarray:
+        """A concept's output-space map at one layer, ``(steps, heads, h, w)`` (zero where the layer has none)."""
+        if concept not in self.concepts(run):
+            raise KeyError(f"no concept {concept!r} in run {run}; stored: {self.concepts(run)}")
+        return self.maps(run, layer, token=concept_label(concept), step=step)
 
     def _one(self, pattern: str) -> list[LayerSpec]:
         chosen = self.select_layers(pattern)

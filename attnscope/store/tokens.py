@@ -8,6 +8,12 @@ SentencePiece with ``▁``; a word-level tokenizer has one token per word.
 from __future__ import annotations
 
 SPECIAL_PREFIXES = ("<|", "<s", "</s", "<pad", "[")
+CONCEPT_PREFIX = "<concept:"
+
+
+def concept_label(name: str) -> str:
+    """The token text a concept map is stored under (``"<concept:bench>"``; position < 0, word -1)."""
+    return f"{CONCEPT_PREFIX}{name}>"
 
 
 def is_special(token: str) -> bool:
