@@ -10,17 +10,19 @@ from attnscope.hooks.dit import TransformerCapture
 from attnscope.hooks.dit_layers import transformer_attention_layers
 from attnscope.hooks.sdpa import SDPACall, selected_probabilities
 from attnscope.hooks.selection import Selection
-from attnscope.models import tiny_flux_pipeline, tiny_pixart_pipeline, tiny_sd3_pipeline
+from attnscope.models import tiny_flux_pipeline, tiny_pixart_pipeline, tiny_sana_pipeline, tiny_sd3_pipeline
 from attnscope.store.tokens import align_words
 from conftest import seeded
 
 PROMPT = "a wooden bench and a bird"
-SIZE = {"sd3": {}, "flux": {"max_sequence_length": 32}, "pixart": {"use_resolution_binning": False}}
+SIZE = {"sd3": {}, "flux": {"max_sequence_length": 32}, "pixart": {"use_resolution_binning": False},
+        "sana": {"use_resolution_binning": False, "complex_human_instruction": None, "max_sequence_length": 16}}
 
 
 @pytest.fixture(scope="module")
 def pipes(one_thread):
-    return {"sd3": tiny_sd3_pipeline(), "flux": tiny_flux_pipeline(), "pixart": tiny_pixart_pipeline()}
+    return {"sd3": tiny_sd3_pipeline(), "flux": tiny_flux_pipeline(), "pixart": tiny_pixart_pipeline(),
+            "sana": tiny_sana_pipeline()}
 
 
 def sample(pipe, family, steps=2, prompts=(PROMPT,), **kwargs):
@@ -42,7 +44,7 @@ def reference(family, layer, inputs):
     x, context = kwargs["hidden_states"], kwargs.get("encoder_hidden_states")
     q, k = _heads(attn.to_q(x), attn), _heads(attn.to_k(x), attn)
     bias = 0.0
-    if family == "pixart":  # cross-attention: keys from the text, T5 padding masked as the model masks it
+    if family in ("pixart", "sana"):  # cross-attention: keys from the text, padding masked as the model masks it
         k = _heads(attn.to_k(context), attn)
         bias = kwargs["attention_mask"][:, None]  # (B, 1, 1, T) additive
     else:
@@ -68,7 +70,7 @@ def _record_inputs(pipe):
     return seen, handles
 
 
-@pytest.mark.parametrize("family", ["sd3", "flux", "pixart"])
+@pytest.mark.parametrize("family", ["sd3", "flux", "pixart", "sana"])
 def test_probabilities_equal_the_modules_own_attention(pipes, family):
     """Every layer, head, step and CFG branch: the captured block equals softmax over the whole key sequence."""
     pipe = pipes[family]
@@ -109,7 +111,7 @@ def test_recomputed_normaliser_equals_the_kernels(pipes):
     assert np.allclose(*maps, atol=1e-5)
 
 
-@pytest.mark.parametrize("family", ["sd3", "flux", "pixart"])
+@pytest.mark.parametrize("family", ["sd3", "flux", "pixart", "sana"])
 def test_images_bit_identical_and_processors_restored_after_exit_and_error(pipes, family):
     pipe = pipes[family]
     before = dict(pipe.transformer.attn_processors)
@@ -232,3 +234,15 @@ def test_cuda_bf16_maps_equal_the_reference_and_images_stay_identical(family):
             expected = probs[row, :, queries][..., [keys + p for p in positions]].permute(2, 0, 1).cpu()
             got = torch.from_numpy(cap.maps(layer.name)[step]).reshape(expected.shape)
             assert torch.allclose(got, expected, atol=2e-3), (layer.name, step)
+
+
+def test_sana_tokens_start_with_bos_and_end_at_the_first_padding(pipes):
+    pipe = pipes["sana"]
+    with capture(pipe) as cap:
+        sample(pipe, "sana", prompts=("a bird and a bench",))
+    tokens = cap.file.tokens(cap.run_ids[-1])
+    assert tokens[0].text == "<bos>" and tokens[-1].text == "<pad>" and tokens[-1].word == -1
+    assert cap[0].words == ["a", "bird", "and", "a", "bench"]
+    with pytest.raises(RuntimeError, match="complex_human_instruction=None"):
+        with capture(pipe):
+            pipe("a bird", num_inference_steps=1, height=32, width=32, use_resolution_binning=False)

@@ -8,7 +8,7 @@ from safetensors.torch import save_file
 
 from attnscope.erasure import edit_from_unet_state_dict, erase_rece, erase_uce, kv_parameters
 from attnscope.erasure.embeddings import erasure_rows
-from attnscope.models import tiny_pixart_pipeline, tiny_sd3_pipeline
+from attnscope.models import tiny_pixart_pipeline, tiny_sana_pipeline, tiny_sd3_pipeline
 
 
 @pytest.fixture(scope="module")
@@ -57,9 +57,11 @@ def test_released_transformer_weights_load_as_an_edit(pixart, tmp_path):
     assert all(torch.equal(edit.tensors[n], uce.tensors[n]) for n in uce.tensors)
 
 
-def test_joint_attention_models_refuse_closed_form_edits_with_a_pointer():
+def test_joint_attention_models_and_sana_refuse_closed_form_edits_with_a_reason():
     with pytest.raises(ValueError, match="docs/dit.md"):
         erase_uce(tiny_sd3_pipeline(), ["bench"])
+    with pytest.raises(NotImplementedError, match="complex human instruction"):
+        erase_uce(tiny_sana_pipeline(), ["bench"])
 
 
 def test_cli_capture_erase_show_and_drift_on_tiny_pixart(tmp_path, capsys):

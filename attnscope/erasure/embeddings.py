@@ -85,6 +85,11 @@ def last_word_index(input_ids: Sequence[int], tokenizer) -> int:
 def encode_prompts(pipe, prompts: Sequence[str]) -> list[EncodedPrompt]:
     """Encode ``prompts`` as the pipeline conditions on them (no CFG, one image each)."""
     prompts = list(prompts)
+    if type(pipe).__name__.startswith("Sana"):
+        raise NotImplementedError(
+            "Sana conditions on Gemma states of the prompt after its complex human instruction (a causal encoder), "
+            "so a concept's rows depend on that instruction; closed-form edits of Sana are not supported yet"
+        )
     tokenizer = pipe.tokenizer
     tokens = tokenizer(
         prompts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt"

@@ -198,6 +198,8 @@ class TransformerCapture(Capture):
         for stream, row in zip(streams, ids):
             tokenizer = getattr(self.pipe, stream.tokenizer)
             row, eos = row.tolist(), tokenizer.eos_token_id
+            if eos not in row:  # Gemma (Sana) adds no EOS: the prompt ends at the first padding token
+                eos = tokenizer.pad_token_id
             texts = tokenizer.convert_ids_to_tokens(row)
             stream_words = _spell(Selection(tokens="prompt").resolve_tokens(row, texts, eos))
             if words is None:
@@ -210,7 +212,9 @@ class TransformerCapture(Capture):
         if offset != self._text_length:
             raise RuntimeError(
                 f"the text streams {[s.name for s in streams]} have {offset} token positions but the transformer "
-                f"attends to {self._text_length} text positions; cannot label its keys"
+                f"attends to {self._text_length} text positions; cannot label its keys (Sana: its default "
+                "complex_human_instruction puts an instruction's tail before the prompt; pass "
+                "complex_human_instruction=None)"
             )
         return chosen, words
 

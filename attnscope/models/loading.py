@@ -4,7 +4,7 @@
 
 * ``None`` or ``"toy"`` — the built-in toy-world model shipped in the package;
 * ``"tiny-sd"``, ``"tiny-sd2"``, ``"tiny-sdxl"``, ``"tiny-sd3"``,
-  ``"tiny-flux"``, ``"tiny-pixart"`` — tiny random pipelines with the real
+  ``"tiny-flux"``, ``"tiny-pixart"``, ``"tiny-sana"`` — tiny random pipelines with the real
   architectures (tests, benchmarks, smoke runs);
 * a local diffusers folder (has ``model_index.json``);
 * a hub id such as ``"CompVis/stable-diffusion-v1-4"``, read from the local
@@ -21,7 +21,7 @@ from typing import Callable
 import torch
 
 TOY = "toy"
-TINY_BUILDERS = ("tiny-sd", "tiny-sd2", "tiny-sdxl", "tiny-sd3", "tiny-flux", "tiny-pixart")
+TINY_BUILDERS = ("tiny-sd", "tiny-sd2", "tiny-sdxl", "tiny-sd3", "tiny-flux", "tiny-pixart", "tiny-sana")
 
 
 class ModelNotFoundError(FileNotFoundError):
@@ -45,6 +45,7 @@ def _tiny_builder(name: str) -> Callable:
         "tiny-sd3": tiny_dit.tiny_sd3_pipeline,
         "tiny-flux": tiny_dit.tiny_flux_pipeline,
         "tiny-pixart": tiny_dit.tiny_pixart_pipeline,
+        "tiny-sana": tiny_dit.tiny_sana_pipeline,
     }[name]
 
 

@@ -1,4 +1,4 @@
-"""Tiny random diffusion-transformer pipelines: SD3, Flux and PixArt at small widths.
+"""Tiny random diffusion-transformer pipelines: SD3, Flux, PixArt and Sana at small widths.
 
 Each uses diffusers' own transformer class and pipeline with a small config,
 tiny random CLIP/T5 text encoders and tokenizers built offline, so every code
@@ -6,13 +6,16 @@ path (joint attention with QK-norm, Flux's rotary embedding and single-stream
 blocks, PixArt's masked T5 cross-attention) runs on a CPU in about a second.
 The T5 tokenizer is a SentencePiece-style unigram over single letters plus a
 few whole words, so multi-piece words ("▁w" "o" "o" "d" "e" "n") appear as
-they do with the real T5.
+they do with the real T5; the Gemma tokenizer (Sana) is a byte-pair model
+over letters that, like Gemma's, starts with ``<bos>``, marks later words with
+``▁`` and ends without an EOS token.
 """
 
 from __future__ import annotations
 
 import torch
 from diffusers import (
+    AutoencoderDC,
     AutoencoderKL,
     DPMSolverMultistepScheduler,
     FlowMatchEulerDiscreteScheduler,
@@ -20,10 +23,21 @@ from diffusers import (
     FluxTransformer2DModel,
     PixArtAlphaPipeline,
     PixArtTransformer2DModel,
+    SanaPipeline,
+    SanaTransformer2DModel,
     SD3Transformer2DModel,
     StableDiffusion3Pipeline,
 )
-from transformers import CLIPTextModel, CLIPTextModelWithProjection, T5Config, T5EncoderModel, T5Tokenizer
+from transformers import (
+    CLIPTextModel,
+    CLIPTextModelWithProjection,
+    Gemma2Config,
+    Gemma2Model,
+    GemmaTokenizer,
+    T5Config,
+    T5EncoderModel,
+    T5Tokenizer,
+)
 
 from attnscope.models.tiny import _text_config, _WHOLE_WORDS, tiny_clip_tokenizer
 
@@ -128,4 +142,47 @@ def tiny_pixart_pipeline(seed: int = 0) -> PixArtAlphaPipeline:
         tokenizer=tokenizer, text_encoder=_tiny_t5(tokenizer, 32, seed + 1),
         vae=_tiny_vae(4, seed + 2), transformer=transformer, scheduler=DPMSolverMultistepScheduler(),
     )
+    return _finish(pipe)
+
+
+def tiny_gemma_tokenizer() -> GemmaTokenizer:
+    """Letters merged after ``▁``; ``<bos>`` first, right padding, no EOS (as Gemma's)."""
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    vocab = ["<pad>", "<eos>", "<bos>", "<unk>", "<mask>", "▁"] + list(letters) + ["▁" + c for c in letters]
+    tokenizer = GemmaTokenizer(vocab={t: i for i, t in enumerate(vocab)}, merges=[("▁", c) for c in letters],
+                               add_bos_token=True)
+    tokenizer.padding_side = "right"
+    return tokenizer
+
+
+def tiny_sana_pipeline(seed: int = 0) -> SanaPipeline:
+    """Sana-shaped: 2 blocks of linear self-attention + Gemma-2 cross-attention (``attn2``), DC-AE.
+
+    Sample with ``complex_human_instruction=None`` (the default instruction is
+    hundreds of tokens) and ``use_resolution_binning=False`` for small sizes.
+    """
+    torch.manual_seed(seed)
+    transformer = SanaTransformer2DModel(
+        patch_size=1, in_channels=4, out_channels=4, num_layers=2, num_attention_heads=2, attention_head_dim=4,
+        num_cross_attention_heads=2, cross_attention_head_dim=4, cross_attention_dim=8, caption_channels=32,
+        sample_size=32,
+    )
+    tokenizer = tiny_gemma_tokenizer()
+    torch.manual_seed(seed + 1)
+    text_encoder = Gemma2Model(Gemma2Config(
+        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+        num_key_value_heads=1, head_dim=16, pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    ))
+    torch.manual_seed(seed + 2)
+    vae = AutoencoderDC(
+        in_channels=3, latent_channels=4, attention_head_dim=2, encoder_block_types=("ResBlock", "EfficientViTBlock"),
+        decoder_block_types=("ResBlock", "EfficientViTBlock"), encoder_block_out_channels=(8, 8),
+        decoder_block_out_channels=(8, 8), encoder_qkv_multiscales=((), (5,)), decoder_qkv_multiscales=((), (5,)),
+        encoder_layers_per_block=(1, 1), decoder_layers_per_block=(1, 1), downsample_block_type="conv",
+        upsample_block_type="interpolate", decoder_norm_types="rms_norm", decoder_act_fns="silu",
+        scaling_factor=0.41407,
+    )
+    pipe = SanaPipeline(tokenizer=tokenizer, text_encoder=text_encoder, vae=vae, transformer=transformer,
+                        scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0))
     return _finish(pipe)

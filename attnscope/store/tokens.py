@@ -7,7 +7,7 @@ SentencePiece with ``▁``; a word-level tokenizer has one token per word.
 
 from __future__ import annotations
 
-SPECIAL_PREFIXES = ("<|", "<s", "</s", "<pad", "[")
+SPECIAL_PREFIXES = ("<|", "<s", "</s", "<pad", "<bos", "<eos", "[")
 CONCEPT_PREFIX = "<concept:"
 
 
