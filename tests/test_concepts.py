@@ -122,3 +122,22 @@ def test_concepts_need_every_joint_block_and_a_joint_model(flux, sd):
         capture(flux, layers="transformer_blocks.0.*", concepts=["bird"])
     with pytest.raises(ValueError, match="UNet"):
         capture(sd, concepts=["bird"])
+
+
+def test_cli_capture_stores_concepts_and_inspect_lists_them(tmp_path, capsys):
+    import argparse
+
+    from attnscope.commands import capture as capture_command
+    from attnscope.store import RunFile
+
+    parser = argparse.ArgumentParser()
+    capture_command.add_parser(parser.add_subparsers())
+    out = tmp_path / "flux.h5"
+    args = parser.parse_args(["capture", "--prompt", PROMPT, "--model", "tiny-flux", "--device", "cpu", "--steps", "2",
+                              "--height", "64", "--width", "64", "--concept", "bench", "--concept", "bird",
+                              "--no-progress", "--out", str(out)])
+    assert capture_command.run(args) == 0
+    with RunFile(out) as runs:
+        assert runs.concepts(0) == ["bench", "bird"]
+        assert "concepts: bench, bird" in runs.summary()
+        assert runs.concept_maps(0, "transformer_blocks.0.attn", "bird").shape == (2, 1, 4, 4)

@@ -315,7 +315,9 @@ class RunFile:
             lines.append("first runs:")
         for run in range(shown):
             words = " ".join(self.words(run))
-            lines.append(f"  [{run}] seed={self.column('seed')[run]} complete={bool(complete[run])} words: {words}")
+            concepts = f"; concepts: {', '.join(self.concepts(run))}" if self.concepts(run) else ""
+            lines.append(f"  [{run}] seed={self.column('seed')[run]} complete={bool(complete[run])} words: {words}"
+                         f"{concepts}")
         return "\n".join(lines)
 
 
