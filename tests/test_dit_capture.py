@@ -246,3 +246,30 @@ def test_sana_tokens_start_with_bos_and_end_at_the_first_padding(pipes):
     with pytest.raises(RuntimeError, match="complex_human_instruction=None"):
         with capture(pipe):
             pipe("a bird", num_inference_steps=1, height=32, width=32, use_resolution_binning=False)
+
+
+@pytest.mark.parametrize("family", ["sd3", "flux"])
+def test_image_to_text_block_equals_the_text_queries_rows(pipes, family):
+    """The other block of the joint attention: each text token's query on the image keys, joint softmax."""
+    pipe = pipes[family]
+    seen, handles = _record_inputs(pipe)
+    try:
+        with capture(pipe, block="image-to-text", heads="all", dtype=torch.float32) as cap:
+            sample(pipe, family)
+    finally:
+        for handle in handles:
+            handle.remove()
+    assert cap.file.schema.model["block"] == "image-to-text"
+    positions = [t.position for t in cap.file.tokens(cap.run_ids[-1])]
+    row = 1 if family == "sd3" else 0
+    for layer in transformer_attention_layers(pipe.transformer):
+        spec = next(s for s in cap.file.layers if s.name == layer.name)
+        n = spec.height * spec.width
+        for step, inputs in enumerate(seen[layer.name]):
+            probs = reference(family, layer, inputs)
+            text_start, image = (0, slice(probs.shape[-1] - n, None)) if layer.text_first else (n, slice(0, n))
+            expected = probs[row][:, [text_start + p for p in positions]][..., image].transpose(0, 1)  # (tokens, H, n)
+            got = torch.from_numpy(cap.maps(layer.name)[step]).reshape(expected.shape)
+            assert torch.allclose(got, expected, atol=1e-4), (layer.name, step)
+    with pytest.raises(ValueError, match="joint attention only"):
+        capture(pipes["pixart"], block="image-to-text")

@@ -27,6 +27,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     group.add_argument("--heads", choices=("mean", "all"), default="mean")
     group.add_argument("--branch", choices=("cond", "both"), default="cond", help="CFG branch(es) to keep")
     group.add_argument("--map-dtype", choices=("float16", "float32"), default="float16")
+    group.add_argument("--block", choices=("text-to-image", "image-to-text"), default="text-to-image",
+                       help="joint-attention transformers (SD3, Flux): image queries on text keys (default) "
+                            "or text queries on image keys")
     group.add_argument("--concept", action="append", default=[],
                        help="phrase whose concept map (ConceptAttention-style) is stored too; repeatable; "
                             "SD3/Flux only")
@@ -58,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
     with capture(
         pipe, layers=args.layers or "all", steps=steps, tokens=_tokens(args.tokens), heads=args.heads,
         branch=args.branch, dtype=getattr(torch, args.map_dtype), sink=args.out, resume=args.resume,
-        concepts=args.concept,
+        block=args.block, concepts=args.concept,
     ) as cap:
         images = generate(pipe, jobs, sampler_from_args(args), batch_size=args.batch_size, cap=cap,
                           progress=not args.no_progress)

@@ -491,6 +491,7 @@ def capture(
     dtype: torch.dtype = torch.float16,
     sink: str | os.PathLike | None = None,
     resume: bool = False,
+    block: str = "text-to-image",
     concepts: Sequence[str] = (),
 ) -> Capture:
     """Capture cross-attention maps of ``pipe`` inside a ``with`` block.
@@ -502,8 +503,10 @@ def capture(
     See :class:`~attnscope.hooks.selection.Selection` for the selection
     arguments. ``sink`` is the run file to write (``None``: in memory);
     ``resume=True`` appends to an existing file with the same settings.
-    ``concepts``: phrases whose ConceptAttention-style maps are stored beside
-    the attention maps (joint-attention transformers only).
+    ``block="image-to-text"`` stores a joint-attention transformer's other
+    block (text queries on image keys); ``concepts``: phrases whose
+    ConceptAttention-style maps are stored beside the attention maps
+    (joint-attention transformers only).
     """
     selection = Selection(layers=layers, steps=steps, tokens=tokens, heads=heads, branch=branch, dtype=dtype)
     from attnscope.hooks.dit_layers import is_transformer_pipeline
@@ -511,7 +514,8 @@ def capture(
     if is_transformer_pipeline(pipe):
         from attnscope.hooks.dit import TransformerCapture
 
-        return TransformerCapture(pipe, selection, sink, resume=resume, concepts=concepts)
-    if concepts:
-        raise ValueError("concept maps need a joint-attention transformer (SD3, Flux); this pipeline has a UNet")
+        return TransformerCapture(pipe, selection, sink, resume=resume, block=block, concepts=concepts)
+    if concepts or block != "text-to-image":
+        raise ValueError("concept maps and the image-to-text block need a joint-attention transformer (SD3, Flux); "
+                         "this pipeline has a UNet")
     return Capture(pipe, selection, sink, resume=resume)

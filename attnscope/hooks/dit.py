@@ -24,6 +24,9 @@ denoises with a transformer; selection, run file and reader are the UNet's.
   tokens across streams.
 * Steps are transformer calls (one per sampling step); CFG rows as for the
   UNet (``[uncond, cond]``).
+* ``block="image-to-text"``: instead, the joint attention's other block —
+  each selected text token's query on the image keys (still normalised over
+  the whole joint sequence), a map over the image per token; joint layers only.
 * ``concepts=[...]``: ConceptAttention-style concept maps
   (:mod:`attnscope.hooks.concepts`) of the conditional branch, stored as extra
   token rows ``"<concept:NAME>"`` after the prompt's tokens
@@ -50,6 +53,7 @@ from attnscope.store.tokens import align_words, clean, concept_label
 
 Token = tuple[int, str, int]  # (position in the text sequence, token text, word index)
 _STREAMED = ("joint", "double")  # places whose blocks carry a separate text stream (concept maps)
+BLOCKS = ("text-to-image", "image-to-text")
 
 
 class TransformerCaptureProcessor:
@@ -82,6 +86,8 @@ def _spell(tokens: list[Token]) -> list[str]:
 class TransformerCapture(Capture):
     """:class:`~attnscope.hooks.capture.Capture` for a diffusion transformer's attention.
 
+    ``block``: ``"text-to-image"`` (image queries on text keys, default) or
+    ``"image-to-text"`` (text queries on image keys, joint layers only).
     ``concepts``: phrases whose concept maps are stored beside the attention
     maps (joint-attention models; every SD3 joint / Flux double block must be
     selected, since each advances the concept stream). ``kernel_lse=False``
@@ -90,8 +96,14 @@ class TransformerCapture(Capture):
     """
 
     def __init__(self, pipe, selection: Selection, sink: str | os.PathLike | None = None, *,
-                 resume: bool = False, concepts: Sequence[str] = (), kernel_lse: bool = True):
+                 resume: bool = False, block: str = "text-to-image", concepts: Sequence[str] = (),
+                 kernel_lse: bool = True):
         super().__init__(pipe, selection, sink, resume=resume)
+        if block not in BLOCKS:
+            raise ValueError(f"block must be one of {BLOCKS}, not {block!r}")
+        if block == "image-to-text" and any(not layer.joint for layer in self.layers):
+            raise ValueError("the image-to-text block exists in joint attention only (SD3, Flux), not cross-attention")
+        self.block = block
         self.concepts = list(concepts)
         if self.concepts:
             streamed = [layer for layer in transformer_attention_layers(pipe.transformer) if layer.place in _STREAMED]
@@ -303,7 +315,7 @@ class TransformerCapture(Capture):
         schema = super()._schema(grid_hw, steps)
         latent = (grid_hw[0] * self._latent_per_token, grid_hw[1] * self._latent_per_token)
         scale = int(getattr(self.pipe, "vae_scale_factor", 1))
-        model = {**schema.model, "backbone": "transformer", "text_length": self._text_length,
+        model = {**schema.model, "backbone": "transformer", "block": self.block, "text_length": self._text_length,
                  "text_streams": [s.name for s in self.streams]}
         return dataclasses.replace(
             schema, height=latent[0] * scale, width=latent[1] * scale,
@@ -336,11 +348,17 @@ class TransformerCapture(Capture):
         own = SDPACall(call.query[rows], call.key[rows], mask, call.scale,
                        None if call.lse is None else call.lse[rows])
         self.lse_sources.add("kernel" if call.lse is not None else "recomputed")
-        picked = selected_probabilities(own, queries, batch.token_index + key_offset,
-                                        mean_heads=self.selection.heads == "mean")  # (rows, heads or 1, n, tokens)
+        mean_heads = self.selection.heads == "mean"
+        if self.block == "image-to-text":  # the selected text tokens' queries on every image key
+            text_offset = 0 if layer.text_first else n
+            image_keys = torch.arange(queries.start, queries.stop, device=call.key.device).expand(len(own.key), -1)
+            picked = selected_probabilities(own, batch.token_index + text_offset, image_keys, mean_heads=mean_heads)
+            per_token = picked.permute(0, 2, 1, 3)  # (rows, heads or 1, tokens, n) -> (rows, tokens, heads, n)
+        else:
+            picked = selected_probabilities(own, queries, batch.token_index + key_offset, mean_heads=mean_heads)
+            per_token = picked.permute(0, 3, 1, 2)  # (rows, heads or 1, n, tokens) -> (rows, tokens, heads, n)
         start, end = self._extents[layer.name]
         target = batch.buffer[:, :, batch.slot_of_step[batch.step], start:end].unflatten(-1, (picked.shape[1], n))
-        per_token = picked.permute(0, 3, 1, 2)  # (rows, tokens, heads, n)
         cond, uncond = batch.cond_width, batch.cond_width + len(self.concepts)  # buffer: cond, concepts, uncond
         if batch.uncond_offset:  # rows are [uncond, cond]
             target[:, :cond].copy_(per_token[batch.uncond_offset :, :cond])

@@ -150,15 +150,33 @@ def _mask_rows(mask: torch.Tensor, rows: slice, start: int, length: int) -> torc
     return mask[..., first : first + length, :]
 
 
+def _gather(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """Rows ``index`` ``(B, T)`` of ``x`` ``(B or 1, H, S, ...)`` along axis 2, per batch row."""
+    batch, heads = index.shape[0], x.shape[1]
+    index = index[:, None, :].expand(batch, heads, -1)
+    index = index.reshape(*index.shape, *([1] * (x.dim() - 3))).expand(batch, heads, -1, *x.shape[3:])
+    return x.expand(batch, *x.shape[1:]).gather(2, index)
+
+
 def selected_probabilities(
-    call: SDPACall, query_rows: slice, key_index: torch.Tensor, *, mean_heads: bool
+    call: SDPACall, query_rows: slice | torch.Tensor, key_index: torch.Tensor, *, mean_heads: bool
 ) -> torch.Tensor:
     """Attention probabilities of the queries ``query_rows`` on the keys ``key_index``.
 
-    ``key_index``: ``(B, T)`` key positions per batch row. The probabilities
-    are normalised over *all* keys of the call (``exp(s − lse)``), exactly
-    as the kernel normalised them. Returns ``(B, heads or 1, n, T)`` float32.
+    ``query_rows``: a slice of query positions, or ``(B, Q)`` positions per
+    batch row (no mask then); ``key_index``: ``(B, T)`` key positions per
+    batch row. The probabilities are normalised over *all* keys of the call
+    (``exp(s − lse)``), exactly as the kernel normalised them. Returns
+    ``(B, heads or 1, n, T)`` float32 (``n``: the queries).
     """
+    if isinstance(query_rows, torch.Tensor):
+        if call.attn_mask is not None:
+            raise ValueError("query positions per batch row are for unmasked (joint) attention")
+        query = _gather(call.query, query_rows).float()
+        keys = _gather(call.key, key_index).float()
+        lse = _gather(row_logsumexp(call, slice(None)), query_rows)
+        probs = torch.exp(query @ keys.transpose(-1, -2) * call.scale - lse[..., None])
+        return probs.mean(dim=1, keepdim=True) if mean_heads else probs
     batch, heads = call.query.shape[:2]
     query = call.query[:, :, query_rows].float()
     index = key_index[:, None, :, None].expand(batch, heads, -1, call.key.shape[-1])
