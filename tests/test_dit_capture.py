@@ -50,8 +50,12 @@ def reference(family, layer, inputs):
     else:
         q, k = attn.norm_q(q), attn.norm_k(k)
         if context is not None:
-            cq, ck = attn.norm_added_q(_heads(attn.add_q_proj(context), attn)), attn.norm_added_k(_heads(attn.add_k_proj(context), attn))
-            q, k = (torch.cat([c, s], 2) for c, s in ((cq, q), (ck, k))) if family == "flux" else (torch.cat([q, cq], 2), torch.cat([k, ck], 2))
+            cq = attn.norm_added_q(_heads(attn.add_q_proj(context), attn))
+            ck = attn.norm_added_k(_heads(attn.add_k_proj(context), attn))
+            if family == "flux":  # [text, image]
+                q, k = torch.cat([cq, q], 2), torch.cat([ck, k], 2)
+            else:  # SD3: [image, text]
+                q, k = torch.cat([q, cq], 2), torch.cat([k, ck], 2)
         if family == "flux":
             rope = kwargs["image_rotary_emb"]
             q, k = (apply_rotary_emb(t.transpose(1, 2), rope, sequence_dim=1).transpose(1, 2) for t in (q, k))

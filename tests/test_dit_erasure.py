@@ -19,7 +19,8 @@ def pixart(one_thread):
 def test_uce_on_pixart_zeroes_the_objective_gradient(pixart):
     """The edited K/V of every PixArt attn2 minimise λ‖W−W0‖² + η_e Σ‖W c − W0 g‖² + η_p Σ‖W c_j − W0 c_j‖²."""
     lam, eta_e, eta_p = 0.3, 1.0, 0.7
-    edit = erase_uce(pixart, ["bench"], guides="car", preserve=["bird"], lam=lam, erase_scale=eta_e, preserve_scale=eta_p)
+    edit = erase_uce(pixart, ["bench"], guides="car", preserve=["bird"],
+                     lam=lam, erase_scale=eta_e, preserve_scale=eta_p)
     rows = erasure_rows(pixart, ["bench"], ["car"], ["bird"], "last")
     keys, guides, kept = rows.erase[0].keys.double(), rows.erase[0].guide_keys.double(), rows.preserve.double()
     params = kv_parameters(pixart)
@@ -74,7 +75,8 @@ def test_cli_capture_erase_show_and_drift_on_tiny_pixart(tmp_path, capsys):
     common = ["--model", "tiny-pixart", "--device", "cpu"]
     sampled = ["--prompt", "a wooden bench and a bird", "--seed", "0", "--seed", "1", "--steps", "3", "--height", "64", "--width", "64", "--no-progress"]
     edit = tmp_path / "bench.edit"
-    assert erase.run(parser.parse_args(["erase", "--method", "uce", "--concept", "bench", "--out", str(edit), *common])) == 0
+    erase_args = ["erase", "--method", "uce", "--concept", "bench", "--out", str(edit), *common]
+    assert erase.run(parser.parse_args(erase_args)) == 0
     assert "transformer_blocks.0.attn2" in capsys.readouterr().out
     for name, extra in (("before", []), ("after", ["--edit", str(edit)])):
         args = parser.parse_args(["capture", *sampled, *common, *extra, "--out", str(tmp_path / f"{name}.h5")])

@@ -203,8 +203,8 @@ class TransformerCapture(Capture):
                                  max_length=prompt.shape[1], return_tensors="pt").input_ids
         return prompt, negative
 
-    def _tokens(self, ids: list[torch.Tensor], streams: list[TextStream]) -> tuple[list[Token], list[str]]:
-        """One run's selected tokens over all ``streams`` (``ids[i]``: stream i's ids) and its words."""
+    def _tokens(self, ids: list[torch.Tensor], streams: list[TextStream]) -> list[Token]:
+        """One run's selected tokens over all ``streams`` (``ids[i]``: stream i's ids), words aligned across them."""
         chosen: list[Token] = []
         offset, words = 0, None
         for stream, row in zip(streams, ids):
@@ -219,7 +219,8 @@ class TransformerCapture(Capture):
             else:
                 remap = align_words(words, stream_words)
                 words = words + [w for w, i in zip(stream_words, remap) if i >= len(words)]
-            chosen += [(offset + p, t, remap[w] if w >= 0 else -1) for p, t, w in self.selection.resolve_tokens(row, texts, eos)]
+            chosen += [(offset + p, t, remap[w] if w >= 0 else -1)
+                       for p, t, w in self.selection.resolve_tokens(row, texts, eos)]
             offset += len(row)
         if offset != self._text_length:
             raise RuntimeError(
@@ -228,7 +229,7 @@ class TransformerCapture(Capture):
                 "complex_human_instruction puts an instruction's tail before the prompt; pass "
                 "complex_human_instruction=None)"
             )
-        return chosen, words
+        return chosen
 
     def _begin_transformer(self, args: tuple, kwargs: dict) -> _Batch:
         sample = args[0] if args else kwargs["hidden_states"]
@@ -247,8 +248,8 @@ class TransformerCapture(Capture):
         for calls in self._stream_calls.values():
             calls.clear()
         both = self.selection.branch == "both"
-        cond = [self._tokens([p[run] for p, _ in ids], streams)[0] for run in range(n_runs)]
-        uncond = [self._tokens([n[run] for _, n in ids], streams)[0] if both else [] for run in range(n_runs)]
+        cond = [self._tokens([p[run] for p, _ in ids], streams) for run in range(n_runs)]
+        uncond = [self._tokens([n[run] for _, n in ids], streams) if both else [] for run in range(n_runs)]
         self._cond_rows = slice(n_runs, batch_size) if cfg else slice(0, batch_size)
         if self.concepts and self._concept_set is None:
             self._concept_set = encode_concepts(self.pipe, self.concepts)
@@ -256,12 +257,8 @@ class TransformerCapture(Capture):
         concept_tokens = [(-1 - i, concept_label(name), -1) for i, name in enumerate(self.concepts)]
         records = self._dit_records(n_runs, [c + concept_tokens for c in cond], uncond, ids[0], streams[0])
 
-        if cfg and both:
-            rows, positions = slice(0, batch_size), [[p for p, _, _ in u] for u in uncond] + [[p for p, _, _ in c] for c in cond]
-        elif cfg:
-            rows, positions = slice(n_runs, batch_size), [[p for p, _, _ in c] for c in cond]
-        else:
-            rows, positions = slice(0, batch_size), [[p for p, _, _ in c] for c in cond]
+        positions = [[p for p, _, _ in tokens] for tokens in (uncond + cond if cfg and both else cond)]
+        rows = slice(n_runs, batch_size) if cfg and not both else slice(0, batch_size)
         cond_width = max(len(c) for c in cond)
         uncond_width = max((len(u) for u in uncond), default=0)
         width = max(cond_width, uncond_width)
