@@ -202,7 +202,7 @@ def test_overhead_benchmark_runs_in_smoke_mode(tmp_path, one_thread):
     script = benchmark("capture_overhead_dit")
     assert script.main(["--smoke", "--model", "flux", "--batch", "1", "--repeats", "1", "--out", str(out)]) == 0
     text = out.read_text()
-    assert "## Flux.1-dev-shaped" in text and "| 1 |" in text and "| True | kernel |" in text
+    assert "## Flux.1-dev-shaped" in text and "| 1 |" in text and "| True (True) | kernel |" in text
     section = "## Flux.1-dev-shaped\n\nreplaced\n"
     assert script.merge(out, "flux", section).count("## Flux.1-dev-shaped") == 1
     assert "replaced" in script.merge(out, "flux", section)
