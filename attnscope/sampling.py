@@ -7,6 +7,7 @@ settings) — not on the batch it landed in or on the device.
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field
 from typing import Iterator, Sequence
 
@@ -75,14 +76,13 @@ def sample_batch(pipe, jobs: Sequence[Job], settings: SamplerSettings, cap: Capt
         )
     generators = [torch.Generator("cpu").manual_seed(job.seed) for job in jobs]
     negative = [job.negative_prompt for job in jobs]
+    kwargs = settings.pipeline_kwargs()
+    if (settings.height or settings.width) and "use_resolution_binning" in inspect.signature(pipe.__call__).parameters:
+        kwargs["use_resolution_binning"] = False  # PixArt/Sana: sample the size asked, not a bin resized back to it
+    if any(negative):  # else the pipeline's own default (None for SD, "" for PixArt, which rejects None)
+        kwargs["negative_prompt"] = negative
     with scheduler_of(pipe, settings.scheduler):
-        output = pipe(
-            [job.prompt for job in jobs],
-            negative_prompt=negative if any(negative) else None,
-            generator=generators,
-            output_type="np",
-            **settings.pipeline_kwargs(),
-        )
+        output = pipe([job.prompt for job in jobs], generator=generators, output_type="np", **kwargs)
     images = to_uint8(output.images)
     if cap is not None:
         cap.add_images(images)

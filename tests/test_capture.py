@@ -194,3 +194,13 @@ def test_a_sampling_loop_stopped_early_is_dropped_and_the_next_call_is_kept(sd):
             sample(sd, steps=3)
     assert len(cap) == 1 and cap.file.complete.all()
     assert cap.maps(LAYER).shape[0] == len(sd.scheduler.timesteps)  # every step of the second call
+
+
+def test_a_word_selected_alone_reads_its_own_tokens(sd):
+    """Word indices number the whole prompt's words; selecting only later words must not shift them."""
+    with capture(sd, tokens=["bird", "wooden"], dtype=torch.float32) as only:
+        sample(sd, steps=2)
+    with capture(sd, dtype=torch.float32) as every:
+        sample(sd, steps=2)
+    assert np.allclose(only.maps(LAYER, word="bird"), every.maps(LAYER, word="bird"), atol=1e-6)
+    assert not np.allclose(only.maps(LAYER, word="bird"), every.maps(LAYER, word="wooden"), atol=1e-3)

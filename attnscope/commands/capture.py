@@ -40,6 +40,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     group.add_argument("--heads", choices=("mean", "all"), default="mean")
     group.add_argument("--branch", choices=("cond", "both"), default="cond", help="CFG branch(es) to keep")
     group.add_argument("--map-dtype", choices=("float16", "float32"), default="float16")
+    group.add_argument("--block", choices=("text-to-image", "image-to-text"), default="text-to-image",
+                       help="joint-attention transformers (SD3, Flux): image queries on text keys (default) "
+                            "or text queries on image keys")
+    group.add_argument("--concept", action="append", default=[],
+                       help="phrase whose concept map (ConceptAttention-style) is stored too; repeatable; "
+                            "SD3/Flux only")
     group.add_argument("--storage", choices=STORAGE_MODES, default="lossless",
                        help="lossless (Blosc2, default), quantised (8-bit, max abs error 1.96e-3) or raw")
     parser.add_argument("--out", type=Path, default=Path("run.h5"),
@@ -189,7 +195,8 @@ def run(args: argparse.Namespace) -> int:
     if todo:
         with capture(pipe, layers=selection.layers, steps=selection.steps, tokens=selection.tokens,
                      heads=selection.heads, branch=selection.branch, dtype=selection.dtype, sink=args.out,
-                     resume=args.resume, overwrite=args.overwrite, storage=args.storage) as cap:
+                     resume=args.resume, overwrite=args.overwrite, storage=args.storage, block=args.block,
+                     concepts=args.concept) as cap:
             images = generate(pipe, todo, sampler_from_args(args), batch_size=args.batch_size, cap=cap,
                               progress=not args.no_progress)
         stem = args.out.with_suffix("")

@@ -115,7 +115,8 @@ def torch_dtype(name: str | None):
 def add_model_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("model")
     group.add_argument("--model", default="toy",
-                       help="'toy' (built-in, default), 'tiny-sd'/'tiny-sd2'/'tiny-sdxl' (random), "
+                       help="'toy' (built-in, default), 'tiny-sd'/'tiny-sd2'/'tiny-sdxl'/'tiny-sd3'/'tiny-flux'/'tiny-pixart'/'tiny-sana' "
+                            "(random), "
                             "a diffusers folder, or a hub id already in the local cache")
     group.add_argument("--device", default="auto", help="'auto' (CUDA if present), 'cpu', 'cuda', 'cuda:1' ...")
     group.add_argument("--dtype", choices=DTYPES, default=None,

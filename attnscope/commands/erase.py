@@ -113,7 +113,7 @@ def summary(edit: "Edit", pipe_changes: "list[TensorChange]", seconds: float) ->
     if all(r.name.endswith((".to_k.weight", ".to_v.weight")) for r in pipe_changes):
         by_layer: dict[str, dict[str, float]] = defaultdict(dict)
         for row in pipe_changes:
-            layer, projection = row.name.removeprefix("unet.").removesuffix(".weight").rsplit(".", 1)
+            layer, projection = row.name.partition(".")[2].removesuffix(".weight").rsplit(".", 1)
             by_layer[layer][projection] = row.relative
         lines.append(f"{'layer':<64} {'‖ΔK‖/‖K‖':>10} {'‖ΔV‖/‖V‖':>10}")
         for layer, rel in by_layer.items():

@@ -19,6 +19,9 @@ uses is the *token choice*, the two used in the literature:
 
 For SDXL the embedding is the concatenation of both text encoders' outputs
 (``pipe.encode_prompt``); token positions come from the first tokenizer.
+PixArt's T5 encoder sees the padding mask, as in its pipeline; its padding
+keys are masked in the cross-attention, so with ``"eos-aligned"`` only the
+rows up to EOS matter at sampling time.
 """
 
 from __future__ import annotations
@@ -82,6 +85,11 @@ def last_word_index(input_ids: Sequence[int], tokenizer) -> int:
 def encode_prompts(pipe, prompts: Sequence[str]) -> list[EncodedPrompt]:
     """Encode ``prompts`` as the pipeline conditions on them (no CFG, one image each)."""
     prompts = list(prompts)
+    if type(pipe).__name__.startswith("Sana"):
+        raise NotImplementedError(
+            "Sana conditions on Gemma states of the prompt after its complex human instruction (a causal encoder), "
+            "so a concept's rows depend on that instruction; closed-form edits of Sana are not supported yet"
+        )
     tokenizer = pipe.tokenizer
     tokens = tokenizer(
         prompts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt"
@@ -92,7 +100,9 @@ def encode_prompts(pipe, prompts: Sequence[str]) -> list[EncodedPrompt]:
             prompt=prompts, device=device, num_images_per_prompt=1, do_classifier_free_guidance=False
         )[0]
     else:
-        use_mask = getattr(pipe.text_encoder.config, "use_attention_mask", False)
+        config = pipe.text_encoder.config
+        # PixArt and Sana pass the padding mask to their T5/Gemma encoder; the toy model says so in its config
+        use_mask = getattr(config, "use_attention_mask", False) or config.model_type in ("t5", "umt5", "gemma2")
         mask = tokens.attention_mask.to(device) if use_mask else None
         embeddings = pipe.text_encoder(tokens.input_ids.to(device), attention_mask=mask)[0]
     return [

@@ -1,13 +1,22 @@
 """The weights closed-form erasure edits: cross-attention ``to_k``/``to_v``.
 
 Cross-attention layers are found and selected as capture does
-(:mod:`attnscope.hooks.layers`): diffusers ``Attention`` modules whose keys
-come from the text, named ``...attn2`` in SD 1.x/2.x, SDXL and the toy model.
-A layer's key and value projections map a text embedding ``c`` (``d`` = the
-text encoder's width) to ``k = W_k c``, ``v = W_v c``, ``W`` of shape ``(out, d)``.
+(:mod:`attnscope.hooks.layers`, :mod:`attnscope.hooks.dit_layers`): diffusers
+``Attention`` modules whose keys come from the text, named ``...attn2`` in
+SD 1.x/2.x, SDXL, the toy model, PixArt and Sana. A layer's key and value
+projections map a text embedding ``c`` (``d`` = the text encoder's width) to
+``k = W_k c (+ b)``, ``v = W_v c (+ b)``, ``W`` of shape ``(out, d)``. A bias
+(PixArt, Sana) cancels from every term of UCE's objective, so editing ``W``
+alone stays the exact solution.
+
+MM-DiTs (SD3, Flux) have no such layer: their text keys/values come from
+``add_k_proj``/``add_v_proj`` applied to a text stream that every previous
+block has mixed with the image, so the closed form does not apply
+(``docs/dit.md``); selecting layers there raises.
 
 Parameters are named relative to the pipeline, e.g.
-``unet.down_blocks.1.attentions.0.transformer_blocks.0.attn2.to_k.weight``.
+``unet.down_blocks.1.attentions.0.transformer_blocks.0.attn2.to_k.weight`` or
+``transformer.transformer_blocks.0.attn2.to_k.weight``.
 """
 
 from __future__ import annotations
@@ -17,34 +26,43 @@ from typing import Sequence
 
 import torch
 
+from attnscope.hooks.dit_layers import backbone, transformer_attention_layers
 from attnscope.hooks.layers import cross_attention_layers
 from attnscope.hooks.layers import select_layers as select_cross_attention
 
 PROJECTIONS = ("to_k", "to_v")
 
 
-def select_layers(unet: torch.nn.Module, layers: str | Sequence[str] = "all") -> list[str]:
-    """Module paths of the cross-attention layers matching ``layers``, in forward order.
+def select_layers(pipe, layers: str | Sequence[str] = "all") -> list[str]:
+    """Module paths (within the UNet or transformer) of the cross-attention layers matching ``layers``.
 
     ``layers``: ``"all"``, or names, globs (``"up_blocks.*"``) and places
-    (``"down"``, ``"mid"``, ``"up"``), as capture selects them.
+    (``"down"``, ``"mid"``, ``"up"``, ``"cross"``), as capture selects them.
     """
-    found = cross_attention_layers(unet)
+    component, module = backbone(pipe)
+    if component == "unet":
+        found = cross_attention_layers(module)
+    else:
+        found = [layer for layer in transformer_attention_layers(module) if not layer.joint]
     if not found:
-        raise ValueError(f"{type(unet).__name__} has no cross-attention layers to edit")
+        raise ValueError(
+            f"{type(module).__name__} has no cross-attention layers to edit (joint-attention MM-DiTs such as "
+            "SD3 and Flux have no closed-form UCE/RECE edit; see docs/dit.md)"
+        )
     return [layer.name for layer in select_cross_attention(found, layers)]
 
 
 def kv_parameters(pipe, layers: str | Sequence[str] = "all") -> dict[str, torch.nn.Parameter]:
     """``{pipeline-relative name: weight}`` of ``to_k`` then ``to_v`` of each selected layer.
 
-    Biases are left alone (SD's projections have none; UCE/RECE edit weights only).
+    Biases are left alone (SD's projections have none; PixArt's cancel; UCE/RECE edit weights only).
     """
+    component, module = backbone(pipe)
     params = {}
-    for layer in select_layers(pipe.unet, layers):
-        attn = pipe.unet.get_submodule(layer)
+    for layer in select_layers(pipe, layers):
+        attn = module.get_submodule(layer)
         for proj in PROJECTIONS:
-            params[f"unet.{layer}.{proj}.weight"] = getattr(attn, proj).weight
+            params[f"{component}.{layer}.{proj}.weight"] = getattr(attn, proj).weight
     return params
 
 

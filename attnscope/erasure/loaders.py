@@ -3,8 +3,11 @@
 Two kinds of release are covered:
 
 * a full (or partial) erased UNet state dict, as ESD, MACE, RECE and UCE
-  publish: safetensors, or ``.pt``/``.ckpt``/``.bin`` read with
-  ``torch.load(weights_only=True)`` (told apart by content, not extension); diffusers names (optionally prefixed
+  publish — or, for a diffusion-transformer pipeline (PixArt, Sana, SD3,
+  Flux), an erased transformer state dict in diffusers names (e.g. EraseAnything's
+  or a fine-tuned PixArt's ``transformer/diffusion_pytorch_model.safetensors``): safetensors, or
+  ``.pt``/``.ckpt``/``.bin`` read with ``torch.load(weights_only=True)`` (told apart by content, not
+  extension); diffusers names (optionally prefixed
   ``unet.``/``module.``, or wrapped in ``{"state_dict": ...}``) or the original
   Stable Diffusion (LDM) names ``model.diffusion_model.*`` (converted with
   diffusers' single-file converter for the pipeline's UNet config);
@@ -32,9 +35,10 @@ from safetensors.torch import load_file
 
 from attnscope.erasure.edit import Edit, changes, edit_meta
 from attnscope.errors import UnreadableFile
+from attnscope.hooks.dit_layers import backbone
 
 LDM_UNET_PREFIX = "model.diffusion_model."
-_STRIPPED_PREFIXES = ("module.", "unet.")
+_STRIPPED_PREFIXES = ("module.", "unet.", "transformer.")
 
 
 def is_safetensors(path: str | Path) -> bool:
@@ -117,18 +121,22 @@ def _diff_edit(pipe, candidates: dict[str, torch.Tensor], atol: float, method: s
 def edit_from_unet_state_dict(
     pipe, source: str | Path | Mapping[str, torch.Tensor], *, atol: float = 0.0
 ) -> Edit:
-    """The edit that turns ``pipe``'s UNet into the released one (see module docstring).
+    """The edit that turns ``pipe``'s UNet (or transformer) into the released one (see module docstring).
 
     Tensors differing by at most ``atol`` (absolute, in float32) are treated as
-    unchanged. Names the UNet does not have are counted in
+    unchanged. Names the denoiser does not have are counted in
     ``meta["unmatched"]`` (with up to 10 examples) and otherwise ignored.
     """
-    state = unet_state_dict(pipe, read_state_dict(source))
-    params = dict(pipe.unet.named_parameters())
+    component, denoiser = backbone(pipe)
+    state = read_state_dict(source)
+    state = unet_state_dict(pipe, state) if component == "unet" else _strip_prefixes(state)
+    params = dict(denoiser.named_parameters())
     unmatched = sorted(k for k in state if k not in params)
     if len(unmatched) == len(state):
-        raise ValueError(f"none of the {len(state)} tensors in the release names a UNet parameter, e.g. {unmatched[:3]}")
-    candidates = {f"unet.{k}": v for k, v in state.items() if k in params}
+        raise ValueError(
+            f"none of the {len(state)} tensors in the release names a {component} parameter, e.g. {unmatched[:3]}"
+        )
+    candidates = {f"{component}.{k}": v for k, v in state.items() if k in params}
     source_name = "<state dict>" if isinstance(source, Mapping) else str(source)
     return _diff_edit(
         pipe, candidates, atol, "checkpoint", source=source_name,

@@ -134,7 +134,7 @@ def erasure_problem(
     text = erasure_rows(pipe, concepts, guides, preserve, token_choice)
     kept = None if text.preserve is None else text.preserve.to(base.weight.device, torch.float64)
     return ErasureProblem(
-        concepts, guides, list(preserve), select_layers(pipe.unet, layers),
+        concepts, guides, list(preserve), select_layers(pipe, layers),
         next(iter(params.values())).dtype, base, text.erase, kept,
     )
 

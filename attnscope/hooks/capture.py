@@ -106,9 +106,9 @@ class Capture:
         self.pipe = pipe
         self.selection = selection
         self.sink = sink
-        self.layers = select_layers(cross_attention_layers(pipe.unet), selection.layers)
+        self.layers = self._find_layers(selection.layers)
         self._writer = RunWriter(sink, resume=resume, overwrite=overwrite, storage=storage)
-        self._pool = PinnedPool() if pipe.unet.device.type == "cuda" else None
+        self._pool = PinnedPool() if self._backbone().device.type == "cuda" else None
         self._text_calls: list[torch.Tensor] = []
         self._labels: list[dict] = []
         self._batch: _Batch | None = None
@@ -119,6 +119,12 @@ class Capture:
         self.run_ids: list[int] = []
         self._last_run_ids: list[int] = []
         self._fingerprint: str | None = None
+
+    def _backbone(self) -> torch.nn.Module:
+        return self.pipe.unet
+
+    def _find_layers(self, pattern) -> list:
+        return select_layers(cross_attention_layers(self.pipe.unet), pattern)
 
     # -- context -----------------------------------------------------------
     def __enter__(self) -> "Capture":
@@ -495,8 +501,14 @@ def capture(
     resume: bool = False,
     overwrite: bool = False,
     storage: str = "lossless",
+    block: str = "text-to-image",
+    concepts: Sequence[str] = (),
 ) -> Capture:
     """Capture cross-attention maps of ``pipe`` inside a ``with`` block.
+
+    A diffusion-transformer pipeline (SD3, Flux, PixArt, Sana) gets a
+    :class:`~attnscope.hooks.dit.TransformerCapture`: the same selection,
+    run file and reader, on its text→image attention.
 
     See :class:`~attnscope.hooks.selection.Selection` for the selection
     arguments. ``sink`` is the run file to write (``None``: in memory),
@@ -506,6 +518,20 @@ def capture(
     ``storage``: how the file keeps the maps — "lossless" (Blosc2, default),
     "quantised" (8-bit, absolute error ≤ 1.96e-3, read back as float32) or
     "raw" (uncompressed); see :mod:`attnscope.store.compression`.
+    ``block="image-to-text"`` stores a joint-attention transformer's other
+    block (text queries on image keys); ``concepts``: phrases whose
+    ConceptAttention-style maps are stored beside the attention maps
+    (joint-attention transformers only).
     """
     selection = Selection(layers=layers, steps=steps, tokens=tokens, heads=heads, branch=branch, dtype=dtype)
+    from attnscope.hooks.dit_layers import is_transformer_pipeline
+
+    if is_transformer_pipeline(pipe):
+        from attnscope.hooks.dit import TransformerCapture
+
+        return TransformerCapture(pipe, selection, sink, resume=resume, overwrite=overwrite, storage=storage,
+                                  block=block, concepts=concepts)
+    if concepts or block != "text-to-image":
+        raise ValueError("concept maps and the image-to-text block need a joint-attention transformer (SD3, Flux); "
+                         "this pipeline has a UNet")
     return Capture(pipe, selection, sink, resume=resume, overwrite=overwrite, storage=storage)

@@ -118,8 +118,14 @@ class Selection:
 
 
 def _end_position(ids: list[int], texts: list[str], eos_id: int | None) -> int:
-    """Index of the end-of-text token (the last real token)."""
+    """Index of the end-of-text token (the last real token).
+
+    T5 has no start token, so an empty prompt's EOS is at position 0;
+    without an EOS id, position 0 is the start token and the search starts at 1.
+    """
+    if eos_id is not None:
+        return ids.index(eos_id) if eos_id in ids else len(ids) - 1
     for position in range(1, len(ids)):
-        if (eos_id is not None and ids[position] == eos_id) or (eos_id is None and is_special(texts[position])):
+        if is_special(texts[position]):
             return position
     return len(ids) - 1

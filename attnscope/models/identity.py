@@ -41,7 +41,7 @@ def model_fingerprint(
 
 
 def pipeline_fingerprint(pipe) -> str:
-    """Fingerprint of the UNet and text encoder(s) of a diffusers pipeline."""
-    names = ("unet", "text_encoder", "text_encoder_2")
+    """Fingerprint of the denoiser (UNet or transformer) and text encoder(s) of a diffusers pipeline."""
+    names = ("unet", "transformer", "text_encoder", "text_encoder_2", "text_encoder_3")
     modules = {n: getattr(pipe, n) for n in names if getattr(pipe, n, None) is not None}
     return model_fingerprint(modules)

@@ -3,8 +3,9 @@
 ``model`` may be:
 
 * ``None`` or ``"toy"`` — the built-in toy-world model shipped in the package;
-* ``"tiny-sd"``, ``"tiny-sd2"``, ``"tiny-sdxl"`` — tiny random pipelines with
-  the real architectures (tests, benchmarks, smoke runs);
+* ``"tiny-sd"``, ``"tiny-sd2"``, ``"tiny-sdxl"``, ``"tiny-sd3"``,
+  ``"tiny-flux"``, ``"tiny-pixart"``, ``"tiny-sana"`` — tiny random pipelines with the real
+  architectures (tests, benchmarks, smoke runs);
 * a local diffusers folder (has ``model_index.json``);
 * a hub id such as ``"CompVis/stable-diffusion-v1-4"``, read from the local
   Hugging Face cache only. attnscope never downloads.
@@ -22,7 +23,7 @@ import torch
 from attnscope.errors import UsageError
 
 TOY = "toy"
-TINY_BUILDERS = ("tiny-sd", "tiny-sd2", "tiny-sdxl")
+TINY_BUILDERS = ("tiny-sd", "tiny-sd2", "tiny-sdxl", "tiny-sd3", "tiny-flux", "tiny-pixart", "tiny-sana")
 
 
 class ModelNotFoundError(FileNotFoundError):
@@ -47,12 +48,16 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
 
 
 def _tiny_builder(name: str) -> Callable:
-    from attnscope.models import tiny
+    from attnscope.models import tiny, tiny_dit
 
     return {
         "tiny-sd": tiny.tiny_sd_pipeline,
         "tiny-sd2": tiny.tiny_sd2_pipeline,
         "tiny-sdxl": tiny.tiny_sdxl_pipeline,
+        "tiny-sd3": tiny_dit.tiny_sd3_pipeline,
+        "tiny-flux": tiny_dit.tiny_flux_pipeline,
+        "tiny-pixart": tiny_dit.tiny_pixart_pipeline,
+        "tiny-sana": tiny_dit.tiny_sana_pipeline,
     }[name]
 
 
@@ -113,7 +118,7 @@ def load_pipeline(
 
     The returned object is a diffusers pipeline (the toy model's is a
     ``DiffusionPipeline`` subclass), so ``pipe(prompt, ...)`` samples and
-    ``pipe.unet`` holds the cross-attention layers.
+    ``pipe.unet`` (or ``pipe.transformer``) holds the attention layers.
     """
     name = TOY if model is None else str(model)
     device = resolve_device(device)

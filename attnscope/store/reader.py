@@ -28,7 +28,7 @@ from attnscope.errors import RunIndexError, UnreadableFile
 from attnscope.store import compression
 from attnscope.store.aggregate import global_heatmap
 from attnscope.store.schema import FORMAT_NAME, FORMAT_VERSION, CaptureSchema, LayerSpec, RunRecord
-from attnscope.store.tokens import clean
+from attnscope.store.tokens import CONCEPT_PREFIX, clean, concept_label
 
 
 @dataclass(frozen=True)
@@ -191,12 +191,29 @@ class RunFile:
         return {"cond": everything[:n_cond], "uncond": everything[n_cond:], "all": everything}[branch]
 
     def words(self, run: int) -> list[str]:
-        """The prompt's words as the tokenizer split them (index = ``Token.word``)."""
+        """The prompt's words among the stored tokens, as the tokenizer split them, in prompt order."""
+        spelled = self._spelled(run)
+        return [spelled[i] for i in sorted(spelled)]
+
+    def _spelled(self, run: int) -> dict[int, str]:
+        """``{word index: word}`` of the stored tokens (``Token.word`` indexes the whole prompt's words).
+
+        A word's text is spelled from its first consecutive tokens: with two
+        text streams (SD3's CLIP and T5) the same word also has tokens in
+        the second stream, which count for its maps but not for its spelling.
+        """
         words: dict[int, str] = {}
+        last: dict[int, int] = {}  # word -> position of its last spelled token; -2 once spelled
         for token in self.tokens(run):
-            if token.word >= 0:
+            if token.word < 0:
+                continue
+            previous = last.get(token.word)
+            if previous is None or previous == token.position - 1:
                 words[token.word] = words.get(token.word, "") + clean(token.text)
-        return [words[i] for i in sorted(words)]
+                last[token.word] = token.position
+            else:
+                last[token.word] = -2
+        return words
 
     def token_rows(self, run: int, token: int | str | None = None, word: str | None = None, branch: str = "cond") -> list[int]:
         """Row offsets (within the run's block) of the selected tokens.
@@ -209,11 +226,11 @@ class RunFile:
         n_cond = int(self.file["runs/n_tokens"][run])
         candidates = range(n_cond) if branch == "cond" else range(n_cond, len(tokens))
         if word is not None:
-            words = self.words(run)
-            if word not in words:
-                raise KeyError(f"word {word!r} is not in run {run}'s prompt {words}")
-            index = words.index(word)
-            return [i for i in candidates if tokens[i].word == index]
+            spelled = self._spelled(run)
+            indices = [i for i, spelling in spelled.items() if spelling == word]
+            if not indices:
+                raise KeyError(f"word {word!r} is not in run {run}'s prompt {self.words(run)}")
+            return [i for i in candidates if tokens[i].word == indices[0]]
         if token is None:
             return list(candidates)
         if isinstance(token, str):
@@ -262,6 +279,16 @@ class RunFile:
         if token is not None or word is not None:
             return data.astype(np.float32).sum(axis=1)
         return data
+
+    def concepts(self, run: int) -> list[str]:
+        """Names of the concepts whose maps were stored with the run (``capture(..., concepts=...)``)."""
+        return [t.text[len(CONCEPT_PREFIX) : -1] for t in self.tokens(run) if t.text.startswith(CONCEPT_PREFIX)]
+
+    def concept_maps(self, run: int, layer: str, concept: str, *, step: int | Sequence[int] | None = None) -> np.ndarray:
+        """A concept's output-space map at one layer, ``(steps, heads, h, w)`` (zero where the layer has none)."""
+        if concept not in self.concepts(run):
+            raise KeyError(f"no concept {concept!r} in run {run}; stored: {self.concepts(run)}")
+        return self.maps(run, layer, token=concept_label(concept), step=step)
 
     def _one(self, pattern: str) -> list[LayerSpec]:
         chosen = self.select_layers(pattern)
@@ -328,7 +355,9 @@ class RunFile:
             lines.append("first runs:")
         for run in range(shown):
             words = " ".join(self.words(run))
-            lines.append(f"  [{run}] seed={self.column('seed')[run]} complete={bool(complete[run])} words: {words}")
+            concepts = f"; concepts: {', '.join(self.concepts(run))}" if self.concepts(run) else ""
+            lines.append(f"  [{run}] seed={self.column('seed')[run]} complete={bool(complete[run])} words: {words}"
+                         f"{concepts}")
         return "\n".join(lines)
 
 

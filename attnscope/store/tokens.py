@@ -7,7 +7,13 @@ SentencePiece with ``▁``; a word-level tokenizer has one token per word.
 
 from __future__ import annotations
 
-SPECIAL_PREFIXES = ("<|", "<s", "</s", "<pad", "[")
+SPECIAL_PREFIXES = ("<|", "<s", "</s", "<pad", "<bos", "<eos", "[")
+CONCEPT_PREFIX = "<concept:"
+
+
+def concept_label(name: str) -> str:
+    """The token text a concept map is stored under (``"<concept:bench>"``; position < 0, word -1)."""
+    return f"{CONCEPT_PREFIX}{name}>"
 
 
 def is_special(token: str) -> bool:
@@ -44,3 +50,30 @@ def group_words(tokens: list[str]) -> tuple[list[int], list[str]]:
         word_of.append(len(words) - 1)
         open_word = end_marked and not token.endswith("</w>") or start_marked
     return word_of, words
+
+
+def _normal(word: str) -> str:
+    return "".join(c for c in word.lower() if c.isalnum())
+
+
+def align_words(primary: list[str], secondary: list[str]) -> list[int]:
+    """Index into ``primary`` of each word of ``secondary`` (the same prompt from another tokenizer).
+
+    Words match by their lower-cased letters and digits, in order; a word of
+    ``secondary`` with no match further on gets a new index after the
+    primary's (``len(primary)``, ``len(primary) + 1``, ...). E.g. CLIP's
+    ``["a", "wooden", "bench", ","]`` and T5's ``["a", "wooden", "bench,"]``
+    give ``[0, 1, 2]``.
+    """
+    indices, cursor, extra = [], 0, len(primary)
+    normal = [_normal(w) for w in primary]
+    for word in secondary:
+        key = _normal(word)
+        found = next((i for i in range(cursor, len(normal)) if normal[i] == key), None)
+        if found is None:
+            indices.append(extra)
+            extra += 1
+        else:
+            indices.append(found)
+            cursor = found + 1
+    return indices
