@@ -16,7 +16,7 @@ import torch
 from tqdm.auto import tqdm
 
 from attnscope.hooks.capture import Capture
-from attnscope.schedulers import scheduler_of
+from attnscope.schedulers import FAST, FAST_STEPS, resolve, scheduler_of
 
 
 @dataclass(frozen=True)
@@ -32,17 +32,28 @@ class Job:
 @dataclass(frozen=True)
 class SamplerSettings:
     """How runs are sampled. ``None`` fields take the pipeline's own default;
-    ``scheduler`` names one of :data:`attnscope.schedulers.SCHEDULERS`."""
+    ``scheduler`` is a name of :mod:`attnscope.schedulers` ("auto", "ddim",
+    "dpm++"); with "auto" and no ``steps``, the fast sampler's step count."""
 
-    steps: int = 50
+    steps: int | None = 50
     guidance_scale: float | None = None
     height: int | None = None
     width: int | None = None
     scheduler: str | None = None
 
+    def for_pipeline(self, pipe) -> "SamplerSettings":
+        """These settings made concrete for ``pipe``: the scheduler to swap in (None: its own) and the
+        step count ("auto" without steps: :data:`~attnscope.schedulers.FAST_STEPS` when the fast sampler fits)."""
+        from dataclasses import replace
+
+        name = resolve(self.scheduler, pipe.scheduler)
+        steps = self.steps if self.steps is not None or name != FAST or self.scheduler != "auto" else FAST_STEPS
+        return replace(self, scheduler=name, steps=steps)
+
     def pipeline_kwargs(self) -> dict:
-        kwargs = {"num_inference_steps": self.steps}
-        for name, value in (("guidance_scale", self.guidance_scale), ("height", self.height), ("width", self.width)):
+        kwargs = {}
+        for name, value in (("num_inference_steps", self.steps), ("guidance_scale", self.guidance_scale),
+                            ("height", self.height), ("width", self.width)):
             if value is not None:
                 kwargs[name] = value
         return kwargs
@@ -76,6 +87,7 @@ def sample_batch(pipe, jobs: Sequence[Job], settings: SamplerSettings, cap: Capt
         )
     generators = [torch.Generator("cpu").manual_seed(job.seed) for job in jobs]
     negative = [job.negative_prompt for job in jobs]
+    settings = settings.for_pipeline(pipe)
     kwargs = settings.pipeline_kwargs()
     if (settings.height or settings.width) and "use_resolution_binning" in inspect.signature(pipe.__call__).parameters:
         kwargs["use_resolution_binning"] = False  # PixArt/Sana: sample the size asked, not a bin resized back to it

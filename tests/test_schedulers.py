@@ -6,7 +6,7 @@ import torch
 from attnscope.hooks import capture
 from attnscope.models.toy.pipeline import ToyModelConfig, build_toy_pipeline
 from attnscope.sampling import Job, SamplerSettings, generate
-from attnscope.schedulers import SCHEDULERS, make_scheduler, scheduler_of
+from attnscope.schedulers import FAST_STEPS, SCHEDULERS, make_scheduler, resolve, scheduler_of
 
 
 @pytest.fixture(scope="module")
@@ -18,11 +18,28 @@ def pipe():
 
 def test_named_schedulers_keep_the_models_noise_schedule(pipe):
     for name in SCHEDULERS:
-        scheduler = make_scheduler(name, pipe.scheduler.config)
+        scheduler = make_scheduler(name, pipe.scheduler)
         assert scheduler.config.prediction_type == pipe.scheduler.config.prediction_type
         assert torch.equal(scheduler.alphas_cumprod, pipe.scheduler.alphas_cumprod)
     with pytest.raises(ValueError, match="unknown scheduler 'euler'"):
-        make_scheduler("euler", pipe.scheduler.config)
+        make_scheduler("euler", pipe.scheduler)
+
+
+def test_auto_takes_the_fast_sampler_only_where_it_fits(pipe):
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    assert SamplerSettings(steps=None, scheduler="auto").for_pipeline(pipe) == SamplerSettings(
+        steps=FAST_STEPS, scheduler="dpm++")
+    assert SamplerSettings(steps=30, scheduler="auto").for_pipeline(pipe).steps == 30
+
+    class FlowPipe:  # what SD3 and Flux have: a flow-matching scheduler, which DPM-Solver++ cannot replace
+        scheduler = FlowMatchEulerDiscreteScheduler()
+
+    assert resolve("auto", FlowPipe.scheduler) is None
+    assert SamplerSettings(steps=None, scheduler="auto").for_pipeline(FlowPipe) == SamplerSettings(
+        steps=None, scheduler=None)  # the model's own scheduler and step count
+    with pytest.raises(ValueError, match="does not fit this model's FlowMatchEulerDiscreteScheduler"):
+        resolve("dpm++", FlowPipe.scheduler)
 
 
 def test_scheduler_is_swapped_for_the_block_and_restored_after_an_error(pipe):
@@ -47,10 +64,9 @@ def test_generate_with_dpm_records_the_sampler_in_the_run_file(pipe):
 
 def test_capture_command_defaults_to_the_fast_sampler():
     from attnscope.cli import build_parser
-    from attnscope.commands.capture import FAST_STEPS
     from attnscope.commands.common import sampler_from_args
 
     args = build_parser().parse_args(["capture", "--prompt", "a red car"])
-    assert sampler_from_args(args) == SamplerSettings(steps=FAST_STEPS, scheduler="dpm++")
+    assert sampler_from_args(args) == SamplerSettings(steps=None, scheduler="auto")
     args = build_parser().parse_args(["capture", "--prompt", "a red car", "--scheduler", "model", "--steps", "50"])
     assert sampler_from_args(args) == SamplerSettings(steps=50, scheduler=None)

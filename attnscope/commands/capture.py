@@ -16,10 +16,6 @@ from attnscope.commands.common import (
 )
 from attnscope.errors import FileRefused, UsageError
 
-# DPM-Solver++(2M) in 10 steps draws the built-in model nearly as 50 DDIM steps do, at a fifth of the cost (oracle,
-# 800 images: single-object class/colour/material/size within 1.1 points, two objects both present 93.8 % vs 96.2 %,
-# binding 83.3 % vs 87.2 %; benchmarks/results/toy_model/samplers/). `--scheduler model --steps 50` gives DDIM.
-FAST_STEPS = 10
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -29,7 +25,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     )
     parser.add_argument("--prompt", action="append", required=True, help="prompt to sample; repeatable")
     add_model_options(parser)
-    add_sampler_options(parser, steps=FAST_STEPS, scheduler="dpm++")
+    # "auto": DPM-Solver++(2M) in 10 steps draws the built-in model nearly as 50 DDIM steps do, at a fifth of the cost
+    # (oracle, 800 images: single-object class/colour/material/size within 1.1 points, both present 93.8 vs 96.2 %,
+    # binding 83.3 vs 87.2 %; benchmarks/results/toy_model/samplers/). `--scheduler model --steps 50` gives DDIM.
+    add_sampler_options(parser, steps=None, scheduler="auto")
     group = parser.add_argument_group("what to capture")
     group.add_argument("--layers", action="append", default=None,
                        help="layer names, globs ('up_blocks.*') or places (down/mid/up); default all")
@@ -107,14 +106,20 @@ def check_inputs(pipe, args: argparse.Namespace, selection) -> None:
             raise UsageError(f"--steps-captured {late}: outside the {args.steps} sampling steps (0..{args.steps - 1})")
 
 
-def effective_guidance(pipe, guidance: float | None) -> float | None:
-    """The CFG scale a run will record: ``guidance`` or the pipeline's default (None when unknown)."""
+def pipeline_default(pipe, argument: str):
+    """The default of ``pipe.__call__``'s ``argument`` (None when it has none)."""
     import inspect
 
+    parameter = inspect.signature(pipe.__call__).parameters.get(argument)
+    return None if parameter is None or parameter.default is inspect.Parameter.empty else parameter.default
+
+
+def effective_guidance(pipe, guidance: float | None) -> float | None:
+    """The CFG scale a run will record: ``guidance`` or the pipeline's default (None when unknown)."""
     if guidance is not None:
         return guidance
-    default = inspect.signature(pipe.__call__).parameters.get("guidance_scale")
-    return None if default is None or default.default is inspect.Parameter.empty else float(default.default)
+    default = pipeline_default(pipe, "guidance_scale")
+    return None if default is None else float(default)
 
 
 def settings_differ(pipe, args: argparse.Namespace, schema) -> list[str]:
@@ -129,9 +134,9 @@ def settings_differ(pipe, args: argparse.Namespace, schema) -> list[str]:
     sample = pipe.unet.config.sample_size
     sample_h, sample_w = (sample, sample) if isinstance(sample, int) else sample
     size = (args.height or sample_h * size_factor(pipe), args.width or sample_w * size_factor(pipe))
-    settings = sampler_from_args(args)
-    scheduler = make_scheduler(settings.scheduler, pipe.scheduler.config) if settings.scheduler else pipe.scheduler
-    scheduler.set_timesteps(args.steps)  # what the pipeline call sets first
+    settings = sampler_from_args(args).for_pipeline(pipe)
+    scheduler = make_scheduler(settings.scheduler, pipe.scheduler) if settings.scheduler else pipe.scheduler
+    scheduler.set_timesteps(settings.steps or pipeline_default(pipe, "num_inference_steps"))  # as the call does
     edits = [dict(applied.edit.meta) for applied in getattr(pipe, "attnscope_edits", None) or []]
     found = {
         "image size": (schema.height, schema.width) != size,

@@ -125,16 +125,18 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
                        help="apply a saved edit (from `attnscope erase`) before sampling; repeatable")
 
 
-def add_sampler_options(parser: argparse.ArgumentParser, steps: int = 50, scheduler: str | None = None) -> None:
-    """``--seed``, ``--steps``, ``--scheduler``, ... with this command's defaults (``scheduler`` None: the model's)."""
-    from attnscope.schedulers import SCHEDULERS
+def add_sampler_options(parser: argparse.ArgumentParser, steps: int | None = 50, scheduler: str = "model") -> None:
+    """``--seed``, ``--steps``, ``--scheduler``, ... with this command's defaults (see :mod:`attnscope.schedulers`)."""
+    from attnscope.schedulers import FAST_STEPS, SCHEDULERS
 
     group = parser.add_argument_group("sampler")
     group.add_argument("--seed", type=seed, action="append", default=None,
                        help="seed of the initial noise, 0 to 2**63-1; repeat for several images (default 0)")
-    group.add_argument("--steps", type=positive_int, default=steps, help=f"sampling steps (default {steps})")
-    group.add_argument("--scheduler", choices=SCHEDULERS + ("model",), default=scheduler or "model",
-                       help=f"sampler: 'model' (the model's own), 'ddim' or 'dpm++' (default {scheduler or 'model'})")
+    steps_default = steps if steps is not None else f"{FAST_STEPS} with the fast sampler, else the model's"
+    group.add_argument("--steps", type=positive_int, default=steps, help=f"sampling steps (default {steps_default})")
+    group.add_argument("--scheduler", choices=("auto", "model") + SCHEDULERS, default=scheduler,
+                       help="'auto' (DPM-Solver++ where the model's scheduler admits it, else the model's own), "
+                            f"'model' (its own), 'ddim' or 'dpm++' (default {scheduler})")
     group.add_argument("--guidance", type=finite_float, default=None, help="CFG scale (default: the model's)")
     group.add_argument("--height", type=positive_int, default=None,
                        help="image height in pixels, a multiple of the model's factor (default: the model's)")
@@ -161,6 +163,5 @@ def load_from_args(args: argparse.Namespace):
 def sampler_from_args(args: argparse.Namespace):
     from attnscope.sampling import SamplerSettings
 
-    scheduler = None if args.scheduler == "model" else args.scheduler
     return SamplerSettings(steps=args.steps, guidance_scale=args.guidance, height=args.height, width=args.width,
-                           scheduler=scheduler)
+                           scheduler=None if args.scheduler == "model" else args.scheduler)
