@@ -157,3 +157,24 @@ def test_report_renders_in_headless_chromium(generated, tmp_path):
     pixels = np.asarray(Image.open(shot).convert("L"))
     assert pixels.shape == (2000, 1200)
     assert (pixels < 128).mean() > 0.01  # text and figures were drawn, not a blank page
+
+
+def test_ablation_by_keys_and_values_adds_the_inside_sections(generated, tmp_path):
+    """--ablate kv, resumed in a copy of a finished report folder, samples only the keys-only and values-only
+    parts of the edit; the report gains the ablation, dispersal and outcome sections."""
+    model, done = generated
+    out = tmp_path / "report"
+    shutil.copytree(done, out)
+    assert cli.main(["leakage-report", "--erase", "bench", "--method", "uce", "--ablate", "kv", "--model", str(model),
+                     "--steps", "2", "--seeds", "1", "--batch-size", "8", "--threads", "1", "--no-progress",
+                     "--examples", "0", "--out", str(out)]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    rows = metrics["inside"]["ablation"]["rows"]
+    assert {r["part"] for r in rows} == {"all", "k", "v"} and {r["edit"] for r in rows} == {"uce"}
+    assert {"ablation", "dispersal:uce-bench", "outcome:uce-bench"} <= set(metrics["inside"])
+    assert metrics["inside"]["outcome:uce-bench"]["images"] > 0
+    for stem in ("ablation", "dispersal_uce-bench", "outcome_uce-bench"):
+        assert (out / "figures" / f"{stem}.png").exists() and (out / "figures" / f"{stem}.pdf").exists()
+    html = (out / "report.html").read_text()
+    assert "Which part of the edit causes which side effect" in html and "Does attention explain the leak?" in html
+    assert (out / "uce-bench@k.answers.csv").exists() and (out / "tables" / "ablation.csv").exists()

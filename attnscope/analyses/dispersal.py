@@ -111,13 +111,18 @@ def run_dispersal(runs, run: int, word: str, layers: Sequence[str], region: np.n
     """
     from attnscope.analyses.run_binding import word_maps
 
-    maps = word_maps(runs, run, word, layers)
+    return layers_dispersal(word_maps(runs, run, word, layers), region, fraction=fraction)
+
+
+def layers_dispersal(maps: Mapping[str, np.ndarray], region: np.ndarray | None = None, *,
+                     fraction: float = TOP_FRACTION) -> dict[str, np.ndarray]:
+    """``{quantity: (steps, layers)}`` from ``{layer: (steps, h, w)}`` maps, each layer on its own grid."""
     per_layer = []
-    for name in layers:
+    for layer_maps in maps.values():
         soft = None
         if region is not None:
-            soft = regions_from_masks({"object": region}, maps[name].shape[-2:], min_coverage=None)["object"]
-        per_layer.append(dispersal(maps[name], soft, fraction=fraction))
+            soft = regions_from_masks({"object": region}, layer_maps.shape[-2:], min_coverage=None)["object"]
+        per_layer.append(dispersal(layer_maps, soft, fraction=fraction))
     return {q: np.stack([m[q] for m in per_layer], axis=1) for q in per_layer[0]}
 
 

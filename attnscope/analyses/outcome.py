@@ -7,7 +7,8 @@ leakage answer on the edited image ("is the bird wooden?"):
 
 * ``binding_shift`` — relative binding of the attribute word on the retained
   object, after − before (share of the word's in-object mass that lands on
-  it; regions from the before run, as in ``drift``);
+  it; Otsu regions of the object words' maps in the before run, as in
+  ``drift``);
 * ``entropy_change`` — normalised entropy of the attribute word's map,
   after − before (:mod:`~attnscope.analyses.dispersal`);
 * ``erased_mass`` — the attention mass on the erased noun's token(s) after
@@ -212,15 +213,23 @@ def leakage_images(records: Sequence[Mapping[str, Any]], state: str) -> list[dic
     return list(rows.values())
 
 
+ROLES = ("attribute", "object", "other_object")  # the word, the erased noun, the retained noun
+
+
 def attention_features(before, after, images: Sequence[Mapping[str, Any]], *,
                        layers: Sequence[str] | None = None) -> list[dict[str, Any]]:
-    """``images`` (from :func:`leakage_images`) with :data:`FEATURES` measured in two run files.
+    """``images`` (from :func:`leakage_images`) with :data:`FEATURES` and dispersal measured in two run files.
 
     Runs are found by prompt id and seed (:func:`~attnscope.runner.run.index_runs`);
-    images without both runs are left out.
+    images without both runs are left out. Besides the features, each row gets
+    ``{role}_{quantity}_{before|after}`` for every role of :data:`ROLES` and
+    quantity of :func:`~attnscope.analyses.dispersal.dispersal` (``in_object``:
+    the attribute's share in its own object's region), means over layers and steps.
     """
-    from attnscope.analyses.dispersal import entropy
-    from attnscope.analyses.run_binding import attention_regions, run_binding, word_maps
+    from attnscope.analyses.binding import binding_score, relative_binding
+    from attnscope.analyses.dispersal import layers_dispersal
+    from attnscope.analyses.regions import regions_from_masks
+    from attnscope.analyses.run_binding import attention_regions, word_maps
     from attnscope.runner.run import index_runs
 
     names = list(layers or [spec.name for spec in before.layers])
@@ -230,15 +239,56 @@ def attention_features(before, after, images: Sequence[Mapping[str, Any]], *,
         key = (image["prompt_id"], int(image["seed"]))
         if key not in index_before or key not in index_after:
             continue
-        run_b, run_a = index_before[key], index_after[key]
+        runs = {"before": (before, index_before[key]), "after": (after, index_after[key])}
         objects = [image["object"], image["other_object"]]
-        regions = attention_regions(before, run_b, objects)
-        other = 1
-        relative = [np.nanmean(run_binding(runs, run, image["attribute"], regions, names).relative[..., other])
-                    for runs, run in ((before, run_b), (after, run_a))]
-        spread = [np.mean([np.nanmean(entropy(m)) for m in word_maps(runs, run, image["attribute"], names).values()])
-                  for runs, run in ((before, run_b), (after, run_a))]
-        erased = np.mean([m.mean() for m in word_maps(after, run_a, image["object"], names).values()])
-        out.append({**image, "binding_shift": float(relative[1] - relative[0]),
-                    "entropy_change": float(spread[1] - spread[0]), "erased_mass": float(erased)})
+        regions = attention_regions(before, runs["before"][1], objects)
+        row = dict(image)
+        for side, (found, run) in runs.items():
+            maps = {role: word_maps(found, run, image[role], names) for role in ROLES}
+            for role in ROLES:
+                region = regions[image["object"]] if role == "attribute" else None
+                for quantity, values in layers_dispersal(maps[role], region).items():
+                    row[f"{role}_{quantity}_{side}"] = _mean(values)
+            relative = [relative_binding(binding_score(m, regions_from_masks(regions, m.shape[-2:],
+                                                                             min_coverage=None)))[..., 1]
+                        for m in maps["attribute"].values()]
+            row[f"attribute_on_other_{side}"] = _mean(np.stack(relative))
+            if side == "after":
+                row["erased_mass"] = _mean(np.array([m.mean() for m in maps["object"].values()]))
+        row["binding_shift"] = row["attribute_on_other_after"] - row["attribute_on_other_before"]
+        row["entropy_change"] = row["attribute_entropy_after"] - row["attribute_entropy_before"]
+        out.append(row)
     return out
+
+
+def _mean(values: np.ndarray) -> float:
+    finite = np.asarray(values, dtype=float)
+    finite = finite[np.isfinite(finite)]
+    return float(finite.mean()) if finite.size else float("nan")
+
+
+def dispersal_rows(images: Sequence[Mapping[str, Any]], *, cluster: str = "prompt_id",
+                   **bootstrap: Any) -> list[dict[str, Any]]:
+    """Per role and quantity: mean before, after and the change, with paired prompt-clustered intervals.
+
+    ``images``: rows of :func:`attention_features`. Same columns as
+    :meth:`attnscope.analyses.dispersal.DispersalStudy.rows` (``word`` = the role).
+    """
+    from attnscope.analyses.stats import paired_cluster_bootstrap
+
+    rows = []
+    columns = [c[: -len("_before")] for c in (images[0] if images else {}) if c.endswith("_before")]
+    for column in columns:
+        role = next((r for r in ROLES if column.startswith(r + "_")), None)
+        if role is None:
+            continue
+        before = np.array([float(i[f"{column}_before"]) for i in images])
+        after = np.array([float(i[f"{column}_after"]) for i in images])
+        ok = np.isfinite(before) & np.isfinite(after)
+        clusters = np.array([str(i[cluster]) for i in images], dtype=object)[ok]
+        pi = paired_cluster_bootstrap(before[ok], clusters, after[ok], clusters, **bootstrap)
+        rows.append({"word": role, "quantity": column[len(role) + 1:], "pairs": int(ok.sum()), "prompts": pi.a.n,
+                     **{f"{part}{suffix}": getattr(getattr(pi, name), fld)
+                        for part, name in (("before", "a"), ("after", "b"), ("change", "difference"))
+                        for suffix, fld in (("", "estimate"), ("_low", "low"), ("_high", "high"))}})
+    return rows

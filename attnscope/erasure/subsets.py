@@ -17,8 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from attnscope.erasure.edit import PLACES, Edit, tensor_layer, tensor_place, tensor_projection
-
-KINDS = ("layers", "resolutions", "places", "kv")
+from attnscope.erasure.methods import SUBSET_KINDS as KINDS
 
 
 @dataclass(frozen=True)
