@@ -208,3 +208,26 @@ def inside_sections(records: Sequence[Mapping[str, Any]], run_files: Mapping[str
             continue
         sections += attention_sections(records, Path(before), Path(after), name, out, n_resamples=n_resamples)
     return sections
+
+
+# --------------------------------------------------------------------------- drift
+
+
+def write_dispersal(study, out: Path, *, n_resamples: int = 2000, formats: tuple[str, ...] = ("png", "pdf")
+                    ) -> list[Path]:
+    """Files of a :class:`~attnscope.analyses.dispersal.DispersalStudy` in ``out``: ``dispersal.json`` (per
+    word and quantity: before, after, change with paired intervals), ``dispersal.csv``,
+    ``dispersal_layers_steps.csv`` (per word, quantity, layer and step) and the ``dispersal`` figure."""
+    import json
+
+    from attnscope.datasets.see import write_table
+
+    out.mkdir(parents=True, exist_ok=True)
+    rows = study.rows(n_resamples=n_resamples)
+    layer_rows = study.layer_step_rows()
+    summary = {"words": list(study.words), "pairs": len(study.clusters), "prompts": len(set(study.clusters)),
+               "layers": list(study.layers), "steps": list(study.steps), "rows": rows}
+    (out / "dispersal.json").write_text(json.dumps(summary, indent=1, default=float))
+    written = [out / "dispersal.json", write_table(rows, list(rows[0]), out / "dispersal.csv"),
+               write_table(layer_rows, list(layer_rows[0]), out / "dispersal_layers_steps.csv")]
+    return written + save_all(dispersal_figure(rows), out / "dispersal", formats)
