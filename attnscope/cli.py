@@ -22,6 +22,7 @@ COMMANDS = {
     "drift": "drift",
     "entangle": "entangle",
     "attribute": "attribute",
+    "tradeoff": "tradeoff",
 }
 
 

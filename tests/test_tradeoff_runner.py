@@ -61,3 +61,26 @@ def test_kv_movement_is_zero_without_an_edit():
     pipe = build_toy_pipeline(ToyModelConfig.tiny())
     images = kv_images(pipe, ["bench", "car"])
     assert kv_movement(images, images, ["car"]) == 0.0
+    assert kv_movement(images, images, []) != kv_movement(images, images, [])  # NaN: nothing retained
+
+
+def test_tradeoff_command_end_to_end(tmp_path):
+    """Two concepts, counts 1 and 2, one-shot and progressive, on a tiny random toy model (2 steps)."""
+    from attnscope import cli
+
+    model = tmp_path / "tiny-toy"
+    build_toy_pipeline(ToyModelConfig.tiny()).save_pretrained(model)
+    out = tmp_path / "tradeoff"
+    argv = ["tradeoff", "--concept", "bench", "--concept", "chair", "--counts", "1", "2", "--seeds", "1",
+            "--steps", "2", "--singles", "1", "--pairs", "1", "--model", str(model), "--device", "cpu",
+            "--resamples", "50", "--no-progress", "--out", str(out)]
+    assert cli.main(argv) == 0
+    rows = list(__import__("csv").DictReader((out / "tables" / "tradeoff.csv").open()))
+    assert [(r["mode"], r["n_concepts"]) for r in rows] == [
+        ("one-shot", "1"), ("one-shot", "2"), ("progressive", "1"), ("progressive", "2")]
+    assert all(r["target"] != "" and r["predictor"] != "" for r in rows)
+    for stem in ("tradeoff_concepts", "tradeoff_predictor"):
+        assert (out / "figures" / f"{stem}.png").exists() and (out / "figures" / f"{stem}.pdf").exists()
+    assert "What erasing more costs" in (out / "tradeoff.html").read_text()
+    answers = (out / "uce-once-n2.answers.csv").read_text()
+    assert cli.main(argv) == 0 and (out / "uce-once-n2.answers.csv").read_text() == answers  # resumed, not redone

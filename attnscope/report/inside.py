@@ -231,3 +231,22 @@ def write_dispersal(study, out: Path, *, n_resamples: int = 2000, formats: tuple
     written = [out / "dispersal.json", write_table(rows, list(rows[0]), out / "dispersal.csv"),
                write_table(layer_rows, list(layer_rows[0]), out / "dispersal_layers_steps.csv")]
     return written + save_all(dispersal_figure(rows), out / "dispersal", formats)
+
+
+def tradeoff_study(folder: Path, plan, names: Sequence[str], *, n_resamples: int = 2000) -> tuple[list[Row], Any]:
+    """Rows and predictor ρ of a trade-off run in ``folder`` (points ``names``, judged records and point files)."""
+    from attnscope.analyses.tradeoff import predictor_correlation, tradeoff_rows
+    from attnscope.runner.tradeoff import read_points, tradeoff_records
+
+    records = tradeoff_records(folder, ["base", *names])
+    rows = tradeoff_rows(read_points(folder, names), records, [r.prompt for r in plan.rows], n_resamples=n_resamples)
+    return rows, predictor_correlation(rows, n_resamples=n_resamples)
+
+
+def write_tradeoff_page(folder: Path, rows: Sequence[Row], rho, title: str) -> Path:
+    """``folder/tradeoff.html`` (self-contained) with the trade-off section; tables and figures beside it."""
+    (folder / "tables").mkdir(parents=True, exist_ok=True)
+    section = tradeoff_section(rows, rho, folder)
+    path = folder / "tradeoff.html"
+    path.write_text(h.page(title, [h.heading(1, title), *section.body]), encoding="utf-8")
+    return path

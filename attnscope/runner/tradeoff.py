@@ -104,9 +104,11 @@ def kv_movement(before, after, retained: Sequence[str]) -> float:
     """Mean relative displacement ‖x' − x‖/‖x‖ of the ``retained`` concepts over every K and V space.
 
     ``before``/``after``: :class:`~attnscope.analyses.entanglement.KVImages` of
-    the same concepts without and with the edit.
+    the same concepts without and with the edit. NaN without retained concepts.
     """
     rows = [before.concepts.index(c) for c in retained]
+    if not rows:
+        return float("nan")
     moved = []
     for space in before.spaces:
         if space.endswith((".to_k", ".to_v")):
@@ -165,3 +167,45 @@ def tradeoff_prompts(concepts: Sequence[str], *, singles: int = 4, pairs: int = 
         own = [p for p in pair_prompts if p.object == concept]
         chosen += rng.sample(own, min(pairs, len(own)))
     return chosen
+
+
+def tradeoff_plan(concepts: Sequence[str], seeds: Sequence[int], settings, *, singles: int = 4, pairs: int = 4,
+                  seed: int = 0):
+    """The :class:`~attnscope.runner.plan.Plan` every point samples: :func:`tradeoff_prompts`, split for the
+    first concept (the records are relabelled per point when measured)."""
+    from attnscope.datasets.see import split
+    from attnscope.runner.plan import Plan
+
+    prompts = tradeoff_prompts(concepts, singles=singles, pairs=pairs, seed=seed)
+    return Plan(tuple(split(prompts, [concepts[0]])), tuple(seeds), settings, (concepts[0],),
+                note=f"trade-off set: {singles} single-object prompts per class, {pairs} two-object prompts per "
+                     f"laddered concept (sample seed {seed})")
+
+
+def tradeoff_records(folder: Path, names: Sequence[str]) -> dict[str, list[dict]]:
+    """``{state: judged records}`` read from ``folder/{state}.answers.csv``."""
+    from attnscope.runner.records import read_ledgers
+
+    return {name: read_ledgers([folder / f"{name}.answers.csv"]) for name in names}
+
+
+def run_tradeoff(pipe, points: Sequence[Point], plan, folder: Path, *, judge, concepts: Sequence[str],
+                 batch_size: int = 16, only: Sequence[str] | None = None, progress: bool = True) -> list[str]:
+    """Sample and judge the base model and every point on ``plan`` (no capture); resumable.
+
+    ``only``: state names to run (the others are skipped: a share of the work
+    for one process). Returns the names of the states run.
+    """
+    from attnscope.runner.run import check_plan, run_state
+    from attnscope.runner.shard import Shard
+    from attnscope.runner.states import BASE
+
+    check_plan(folder, {"plan": plan.summary(), "judge": getattr(judge, "name", None), "capture": False,
+                        "processes": 1}, Shard())
+    chosen = [p for p in points if only is None or p.name in only]
+    states = ([BASE] if only is None or BASE.name in only else []) + point_states(pipe, chosen, folder,
+                                                                                   concepts=concepts)
+    for state in states:
+        run_state(pipe, state, plan, folder, judge=judge, capture_maps=False, batch_size=batch_size,
+                  progress=progress)
+    return [s.name for s in states]
