@@ -52,6 +52,12 @@ def _figure(figure, folder: Path, stem: str, caption: str) -> str:
     return h.figure(data, caption, width=width)
 
 
+def _table(rows: Sequence[Mapping[str, Any]], out: Path, name: str) -> None:
+    """Write ``rows`` to ``out/tables/{name}`` (folder made when missing)."""
+    (out / "tables").mkdir(parents=True, exist_ok=True)
+    write_csv(rows, out / "tables" / name)
+
+
 def _ci(row: Mapping[str, Any], value: str, low: str, high: str, sign: bool = False) -> str:
     if row.get(value) is None or (isinstance(row[value], float) and math.isnan(row[value])):
         return ""
@@ -67,7 +73,7 @@ def ablation_section(records: Sequence[Mapping[str, Any]], out: Path, *, n_resam
     if not any("@" in str(r["method"]) for r in records):
         return None
     rows = ablation_table(records, n_resamples=n_resamples)
-    write_csv(rows, out / "tables" / "ablation.csv")
+    _table(rows, out, "ablation.csv")
     body = [h.heading(2, "Which part of the edit causes which side effect", "ablation"), h.paragraph(
         "Each part of the edit (a layer, a place, a resolution, or only its keys or values) applied alone, every "
         "other weight at its base value, sampled on the same prompts and seeds. Δ is the change from the base model "
@@ -106,10 +112,10 @@ def attention_sections(records: Sequence[Mapping[str, Any]], before: Path, after
     if not rows:
         return []
     stem = state.replace("@", "_")
-    write_csv(rows, out / "tables" / f"attention_{stem}.csv")
+    _table(rows, out, f"attention_{stem}.csv")
     bootstrap = {"n_resamples": n_resamples}
     dispersal = dispersal_rows(rows, **bootstrap)
-    write_csv(dispersal, out / "tables" / f"dispersal_{stem}.csv")
+    _table(dispersal, out, f"dispersal_{stem}.csv")
     d_body = [h.heading(2, f"Concentration and dispersal ({state})", f"dispersal-{stem}"), h.paragraph(
         f"{len(rows)} two-object images whose first object is erased. Per word role — the attribute word, the erased "
         "noun, the retained noun — the normalised entropy of its map (0: one cell, 1: uniform), the mass share in "
@@ -157,7 +163,7 @@ def tradeoff_section(rows: Sequence[Row], rho, out: Path) -> Section:
     ``sweep`` (``"concepts"`` for the concept ladder), ``mode``, ``n_concepts``,
     ``value``; ``rho``: :func:`~attnscope.analyses.tradeoff.predictor_correlation`.
     """
-    write_csv(rows, out / "tables" / "tradeoff.csv")
+    _table(rows, out, "tradeoff.csv")
     body = [h.heading(2, "What erasing more costs", "tradeoff")]
     ladder = [r for r in rows if r["sweep"] == "concepts"]
     if ladder:
@@ -245,7 +251,6 @@ def tradeoff_study(folder: Path, plan, names: Sequence[str], *, n_resamples: int
 
 def write_tradeoff_page(folder: Path, rows: Sequence[Row], rho, title: str) -> Path:
     """``folder/tradeoff.html`` (self-contained) with the trade-off section; tables and figures beside it."""
-    (folder / "tables").mkdir(parents=True, exist_ok=True)
     section = tradeoff_section(rows, rho, folder)
     path = folder / "tradeoff.html"
     path.write_text(h.page(title, [h.heading(1, title), *section.body]), encoding="utf-8")

@@ -377,7 +377,8 @@ def write_leakage_report(out: str | Path, inputs: ReportInputs, *, examples: int
             write_csv(rows, out / "tables" / f"{name}.csv")
 
     order = [s.method for s in inputs.states]
-    pngs = {"metrics": _save_both(metric_intervals(tables, order=order), figures, "metrics")}
+    full_edits_only = {name: [r for r in rows if "@" not in str(r["method"])] for name, rows in tables.items()}
+    pngs = {"metrics": _save_both(metric_intervals(full_edits_only, order=order), figures, "metrics")}
     curves = (("retain_by_distance", "attr_distance", "attribute slots differing from the erased concept"),
               ("retain_by_similarity", "similarity_bin", "text-embedding similarity to the erased concept"))
     for name, column, label in curves:
