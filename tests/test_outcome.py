@@ -82,3 +82,18 @@ def test_leakage_images_joins_the_questions_of_one_image():
     images = sorted(leakage_images(records, "uce-bench"), key=lambda r: r["seed"])
     assert [(i["seed"], i["leaked"], i["attribute"], i["other_object"]) for i in images] == [
         (0, True, "wooden", "bird"), (1, False, "wooden", "bird")]
+
+
+def test_words_maps_reads_what_word_maps_reads(tmp_path):
+    from attnscope.analyses.outcome import words_maps
+    from attnscope.analyses.run_binding import word_maps
+    from attnscope.store import RunFile
+    from test_drift_cli import half, write_runs
+
+    write_runs(tmp_path / "runs.h5", {0: {"wooden": half("left"), "bird": half("right")}})
+    with RunFile(tmp_path / "runs.h5") as runs:
+        layers = [spec.name for spec in runs.layers]
+        together = words_maps(runs, 0, ["wooden", "bird", "bench"], layers)
+        for word in ("wooden", "bird", "bench"):
+            one = word_maps(runs, 0, word, layers)
+            assert all(np.array_equal(together[word][layer], one[layer]) for layer in layers)

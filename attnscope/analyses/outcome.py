@@ -228,8 +228,7 @@ def attention_features(before, after, images: Sequence[Mapping[str, Any]], *,
     """
     from attnscope.analyses.binding import binding_score, relative_binding
     from attnscope.analyses.dispersal import layers_dispersal
-    from attnscope.analyses.regions import regions_from_masks
-    from attnscope.analyses.run_binding import attention_regions, word_maps
+    from attnscope.analyses.regions import regions_from_attention, regions_from_masks
     from attnscope.runner.run import index_runs
 
     names = list(layers or [spec.name for spec in before.layers])
@@ -240,11 +239,13 @@ def attention_features(before, after, images: Sequence[Mapping[str, Any]], *,
         if key not in index_before or key not in index_after:
             continue
         runs = {"before": (before, index_before[key]), "after": (after, index_after[key])}
+        read = {side: words_maps(found, run, [image[role] for role in ROLES], names)
+                for side, (found, run) in runs.items()}
         objects = [image["object"], image["other_object"]]
-        regions = attention_regions(before, runs["before"][1], objects)
+        regions = regions_from_attention({o: list(read["before"][o].values()) for o in objects})
         row = dict(image)
-        for side, (found, run) in runs.items():
-            maps = {role: word_maps(found, run, image[role], names) for role in ROLES}
+        for side in runs:
+            maps = {role: read[side][image[role]] for role in ROLES}
             for role in ROLES:
                 region = regions[image["object"]] if role == "attribute" else None
                 for quantity, values in layers_dispersal(maps[role], region).items():
@@ -258,6 +259,21 @@ def attention_features(before, after, images: Sequence[Mapping[str, Any]], *,
         row["binding_shift"] = row["attribute_on_other_after"] - row["attribute_on_other_before"]
         row["entropy_change"] = row["attribute_entropy_after"] - row["attribute_entropy_before"]
         out.append(row)
+    return out
+
+
+def words_maps(runs, run: int, words: Sequence[str], layers: Sequence[str]) -> dict[str, dict[str, np.ndarray]]:
+    """``{word: {layer: (steps, h, w)}}`` (sub-word tokens summed, heads averaged), one read per layer.
+
+    Equal to :func:`~attnscope.analyses.run_binding.word_maps` word by word,
+    which reads the file once per word and layer.
+    """
+    rows = {word: runs.token_rows(run, word=word) for word in words}
+    out: dict[str, dict[str, np.ndarray]] = {word: {} for word in words}
+    for layer in layers:
+        every = runs.maps(run, layer).astype(np.float32)  # (steps, tokens, heads, h, w)
+        for word, picked in rows.items():
+            out[word][layer] = every[:, picked].sum(axis=1).mean(axis=1)
     return out
 
 
