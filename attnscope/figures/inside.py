@@ -16,6 +16,9 @@ import numpy as np
 from attnscope.figures.style import ONE_COLUMN, PALETTE, TWO_COLUMN, paper_style, plt
 
 Row = Mapping[str, Any]
+ROLE_LABELS = {"attribute": "attribute word", "object": "erased noun", "other_object": "retained noun"}
+QUANTITY_TITLES = {"entropy": "entropy (normalised)", "top_share": "top-10% share", "spread": "spread",
+                   "in_object": "in own object", "on_other": "on retained object\n(relative binding)"}
 METRIC_TITLES = {"target": "target accuracy", "retain": "retain accuracy", "leakage": "attribute leakage"}
 
 
@@ -39,14 +42,18 @@ def _short(label: str) -> str:
 
 
 def ablation_figure(rows: Sequence[Row], metrics: Sequence[str] = ("target", "retain", "leakage"),
-                    title: str = "which part of the edit causes which side effect"):
+                    title: str = "which part of the edit causes which side effect", order: Sequence[str] = ()):
     """One panel per metric: each part's change from the base model (Δ, 95 % CI), the full edit on top.
 
     ``rows``: :func:`~attnscope.analyses.ablation.ablation_table`; one bar per
-    (edit, part), parts in the order they appear.
+    (edit, part); ``order``: records' methods (``"uce"``, ``"uce@up"``) in
+    the order to show them (e.g. the states' order: layers in forward order),
+    the others after them in order of appearance.
     """
+    rank = {method: i for i, method in enumerate(order)}
     keys = list(dict.fromkeys((r["edit"], r["part"]) for r in rows))
-    keys.sort(key=lambda k: k[1] != "all")  # full edits first, parts in their order
+    method = {k: k[0] if k[1] == "all" else f"{k[0]}@{k[1]}" for k in keys}
+    keys.sort(key=lambda k: (k[1] != "all", rank.get(method[k], len(rank))))  # full edits first
     labels = [f"{edit} {_short(part)}" if part != "all" else f"{edit} (full edit)" for edit, part in keys]
     metrics = [m for m in metrics if any(r["metric"] == m for r in rows)]
     with paper_style():
@@ -85,11 +92,11 @@ def dispersal_figure(rows: Sequence[Row]):
                 axis.bar(x + offset, [r[side] for r in picked], width=0.4, color=colour, label=side,
                          yerr=_errors(picked, side, f"{side}_low", f"{side}_high"), capsize=2,
                          error_kw={"elinewidth": 0.8})
-            axis.set_xticks(x, shown, rotation=30, ha="right")
-            axis.set_title(quantity.replace("_", " "))
+            axis.set_xticks(x, [ROLE_LABELS.get(w, w) for w in shown], rotation=30, ha="right")
+            axis.set_title(QUANTITY_TITLES.get(quantity, quantity.replace("_", " ")))
             axis.grid(axis="y", linewidth=0.3, alpha=0.5)
-        axes[0, 0].legend(frameon=False)
-        figure.suptitle("concentration and dispersal before vs after the edit (mean over pairs, 95% CI)")
+        figure.legend(*axes[0, 0].get_legend_handles_labels(), loc="upper right", frameon=False, ncols=2)
+        figure.suptitle("concentration and dispersal before vs after the edit (mean over pairs, 95% CI)", x=0.4)
         figure.tight_layout()
     return figure
 

@@ -68,8 +68,12 @@ def _ci(row: Mapping[str, Any], value: str, low: str, high: str, sign: bool = Fa
 # --------------------------------------------------------------------------- ablation
 
 
-def ablation_section(records: Sequence[Mapping[str, Any]], out: Path, *, n_resamples: int = 2000) -> Section | None:
-    """Target, retain and leakage per part of the edit (states named ``method@part``); None without parts."""
+def ablation_section(records: Sequence[Mapping[str, Any]], out: Path, *, order: Sequence[str] = (),
+                     n_resamples: int = 2000) -> Section | None:
+    """Target, retain and leakage per part of the edit (states named ``method@part``); None without parts.
+
+    ``order``: the records' methods in the order the figure shows them.
+    """
     if not any("@" in str(r["method"]) for r in records):
         return None
     rows = ablation_table(records, n_resamples=n_resamples)
@@ -79,7 +83,7 @@ def ablation_section(records: Sequence[Mapping[str, Any]], out: Path, *, n_resam
         "other weight at its base value, sampled on the same prompts and seeds. Δ is the change from the base model "
         "with a paired 95% interval (prompts resampled); share = the part's Δ / the full edit's Δ (parts need not "
         "add up).")]
-    body.append(_figure(ablation_figure(rows), out / "figures", "ablation",
+    body.append(_figure(ablation_figure(rows, order=order), out / "figures", "ablation",
                         "Change of each metric from the base model per part of the edit (95% CI)."))
     edits = list(dict.fromkeys(r["edit"] for r in rows))
     leading = {edit: leading_parts(rows, "leakage", edit=edit) for edit in edits}
@@ -201,7 +205,7 @@ def inside_sections(records: Sequence[Mapping[str, Any]], run_files: Mapping[str
     ``run_files``: state name → run file (or None); ``methods``: state name → method.
     """
     sections = []
-    ablation = ablation_section(records, out, n_resamples=n_resamples)
+    ablation = ablation_section(records, out, order=list(methods.values()), n_resamples=n_resamples)
     if ablation:
         sections.append(ablation)
     base = next((name for name, method in methods.items() if method == "base"), None)
