@@ -27,10 +27,12 @@ shell command stays under a 9-minute limit:
 
 GPU (H200), three commands::
 
-    W=/tmp/inside-leak
-    for k in 0 1 2 3; do python3 benchmarks/inside_leak.py --work $W --phase ablation --part $k/4 > abl$k.log 2>&1 & done; wait
-    for k in 0 1 2 3; do python3 benchmarks/inside_leak.py --work $W --phase tradeoff --part $k/4 > tr$k.log 2>&1 & done; wait
+    W=out/inside-leak; mkdir -p $W    # out/ is ignored by git; kept between device calls
+    for k in 0 1 2 3; do python3 benchmarks/inside_leak.py --work $W --phase ablation --part $k/4 > $W-abl$k.log 2>&1 & done; wait
+    for k in 0 1 2 3; do python3 benchmarks/inside_leak.py --work $W --phase tradeoff --part $k/4 > $W-tr$k.log 2>&1 & done; wait
     python3 benchmarks/inside_leak.py --work $W --phase report --out benchmarks/results/inside_leak.md
+
+(``--model PATH`` for a toy pipeline folder other than the shipped one.)
 
 CPU check of the whole script (random tiny model, a few prompts, 2 steps)::
 
@@ -92,6 +94,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=200)
     parser.add_argument("--resamples", type=int, default=2000)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--model", default="toy", help="'toy' (the shipped model) or a toy-world pipeline folder")
+    parser.add_argument("--oracle", type=Path, default=None, help="oracle weights (default: the shipped ones)")
     parser.add_argument("--smoke", action="store_true", help="tiny random model on the CPU, few prompts, 2 steps")
     args = parser.parse_args(argv)
     args.phase = args.phase or ["ablation", "tradeoff", "report"]
@@ -312,7 +316,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.smoke:
         torch.set_num_threads(1)
     args.work.mkdir(parents=True, exist_ok=True)
-    pipe, oracle = load_toy_and_oracle(device=args.device, smoke=args.smoke)
+    pipe, oracle = load_toy_and_oracle(args.model, device=args.device, oracle=args.oracle, smoke=args.smoke)
     if "ablation" in args.phase:
         run_ablation(pipe, oracle, args)
     if "tradeoff" in args.phase:
