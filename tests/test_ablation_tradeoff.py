@@ -97,3 +97,23 @@ def test_spearman_known_answers_and_interval():
     rows.append({"predictor": float("nan"), "retain_drop": 1.0})
     rho = predictor_correlation(rows, n_resamples=200)
     assert rho.estimate == pytest.approx(1.0) and rho.n == 12 and rho.low == pytest.approx(1.0)
+
+
+def test_figures_show_every_part_and_point():
+    from attnscope.figures.inside import ablation_figure, front_figure, tradeoff_figure
+
+    records = leaks("base", 0) + leaks("uce", 2) + leaks("uce@up", 2) + leaks("uce@down", 0)
+    rows = ablation_table(records, n_resamples=50)
+    (leakage,) = ablation_figure(rows, order=["uce", "uce@down", "uce@up"]).axes
+    assert [t.get_text() for t in leakage.get_yticklabels()] == ["uce (full edit)", "uce down", "uce up"]
+    assert [round(p.get_width(), 3) for p in leakage.patches] == [0.5, 0.0, 0.5]
+
+    point = {"target": 0.1, "retain": 0.9, "leakage": 0.2, **{f"{m}_{e}": v for m in ("target", "retain", "leakage")
+                                                                for e, v in (("low", 0.0), ("high", 1.0))}}
+    points = [{**point, "mode": mode, "n_concepts": n, "sweep": "concepts", "value": n}
+              for mode in ("one-shot", "progressive") for n in (1, 2, 4)]
+    curves = tradeoff_figure(points)
+    assert len(curves.axes) == 3
+    assert [t.get_text() for t in curves.axes[0].get_legend().get_texts()] == ["one-shot", "progressive"]
+    fronts = front_figure([{**p, "sweep": "lam"} for p in points])
+    assert [t.get_text() for t in fronts.axes[0].get_legend().get_texts()] == ["lam"]

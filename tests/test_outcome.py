@@ -97,3 +97,14 @@ def test_words_maps_reads_what_word_maps_reads(tmp_path):
         for word in ("wooden", "bird", "bench"):
             one = word_maps(runs, 0, word, layers)
             assert all(np.array_equal(together[word][layer], one[layer]) for layer in layers)
+
+
+def test_outcome_figure_draws_the_roc_and_one_bar_per_feature_and_the_joint_model():
+    from attnscope.figures.inside import outcome_figure
+
+    fit = fit_outcome(rows_with_signal(), n_resamples=50)
+    roc, bars = outcome_figure(fit).axes
+    assert roc.get_lines()[0].get_label().startswith("AUC")
+    assert [t.get_text() for t in bars.get_yticklabels()] == [
+        "joint model", "binding shift", "entropy change", "erased mass"]
+    assert len(fit.labels) == len(fit.predicted) == fit.n_images

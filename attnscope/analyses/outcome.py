@@ -121,7 +121,8 @@ class OutcomeFit:
     positives: int
     auc: Interval
     effects: tuple[FeatureEffect, ...]
-    predicted: np.ndarray = field(repr=False)  # (n,) out-of-fold P(yes)
+    predicted: np.ndarray = field(repr=False)  # (n,) out-of-fold P(yes) of the rows kept
+    labels: np.ndarray = field(repr=False)  # (n,) their judged outcome
     disagreements: tuple[dict, ...] = ()
 
     def summary(self) -> dict[str, Any]:
@@ -184,7 +185,7 @@ def fit_outcome(
          "kind": "attention says leak, judge says no" if not y[i] else "judge says leak, attention does not"}
         for i in [*false_alarms, *misses] if np.isfinite(predicted[i])
     )
-    return OutcomeFit(features, label, len(kept), len(set(groups)), int(y.sum()), joint, effects, predicted,
+    return OutcomeFit(features, label, len(kept), len(set(groups)), int(y.sum()), joint, effects, predicted, y,
                       disagreements)
 
 

@@ -101,15 +101,14 @@ def dispersal_figure(rows: Sequence[Row]):
     return figure
 
 
-def outcome_figure(fit, labels: Sequence[bool]):
+def outcome_figure(fit):
     """ROC curve of the out-of-fold predictions, and each feature's AUC beside the joint model's (95 % CI).
 
-    ``fit``: :class:`~attnscope.analyses.outcome.OutcomeFit`; ``labels``: the
-    judged outcome of the rows it kept, in order.
+    ``fit``: :class:`~attnscope.analyses.outcome.OutcomeFit`.
     """
     from sklearn.metrics import roc_curve
 
-    y = np.asarray(labels, dtype=bool)
+    y = np.asarray(fit.labels, dtype=bool)
     with paper_style():
         figure, (roc, bars) = plt.subplots(1, 2, figsize=(TWO_COLUMN, 2.6))
         ok = np.isfinite(fit.predicted)

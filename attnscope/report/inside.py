@@ -136,14 +136,13 @@ def attention_sections(records: Sequence[Mapping[str, Any]], before: Path, after
     sections = [Section(f"dispersal:{state}", d_body, {"rows": dispersal})]
 
     fit = fit_outcome(rows, **bootstrap)
-    kept = [r for r in rows if all(math.isfinite(float(r[f])) for f in FEATURES)]
     o_body = [h.heading(2, f"Does attention explain the leak? ({state})", f"outcome-{stem}"), h.paragraph(
         f"Logistic regression of the judge's leakage answer on the edited image ({fit.positives} of {fit.n_images} "
         f"images judged leaked, {fit.n_prompts} prompts) on standardised attention features: binding shift of the "
         "attribute word onto the retained object, change of its map's entropy, and the attention mass left on the "
         "erased noun. AUC of out-of-fold predictions (folds by prompt) with a prompt-clustered bootstrap interval: "
         f"{fit.auc}.")]
-    o_body.append(_figure(outcome_figure(fit, [bool(r["leaked"]) for r in kept]), out / "figures",
+    o_body.append(_figure(outcome_figure(fit), out / "figures",
                           f"outcome_{stem}", "ROC of the out-of-fold predictions; AUC per feature and jointly."))
     o_body.append(h.table([{"feature": e.feature, "AUC alone [95% CI]": str(e.auc),
                             "Cohen's d [95% CI]": str(e.cohens_d), "odds ratio per SD (joint)": e.odds_ratio}
