@@ -77,3 +77,14 @@ def test_dispersal_study_pairs_runs_and_gives_the_known_change(tmp_path):
     assert rows[("bird", "spread")]["change"] == pytest.approx(0.0, abs=1e-6)
     assert ("bird", "in_object") not in rows
     assert len(study.layer_step_rows()) == (4 + 3) * 3  # (wooden: 4 quantities, bird: 3) × 3 steps × 1 layer
+
+
+def test_a_word_missing_from_the_prompt_gets_nan(tmp_path):
+    write_runs(tmp_path / "before.h5", {0: {"wooden": half("left")}})
+    write_runs(tmp_path / "after.h5", {0: {"wooden": half("right")}})
+    with RunFile(tmp_path / "before.h5") as before, RunFile(tmp_path / "after.h5") as after:
+        study = dispersal_study(before, after, ["wooden", "metal"], regions={"metal": "bench"})
+    assert set(study.quantities("metal")) == {"entropy", "top_share", "spread", "in_object"}
+    assert np.isnan(study.before["metal"]["spread"]).all() and np.isfinite(study.before["wooden"]["spread"]).all()
+    rows = {(r["word"], r["quantity"]): r for r in study.rows(n_resamples=20)}
+    assert rows[("metal", "entropy")]["pairs"] == 0 and rows[("wooden", "entropy")]["pairs"] == 1

@@ -214,19 +214,14 @@ def dispersal_study(before, after, words: Sequence[str], *, layers: Sequence[str
         present = set(before.words(pair.before))
         owners = [o for o in set(regions.values()) if o in present]
         masks = attention_regions(before, pair.before, owners) if owners else {}
+        blank = np.full((len(before.steps), len(names)), np.nan)
         for word in words:
             region = masks.get(regions.get(word, ""))
+            expected = (*QUANTITIES, *(["in_object"] if word in regions else []))
             for side, runs, run in (("before", before, pair.before), ("after", after, pair.after)):
-                if word in present:
-                    values = run_dispersal(runs, run, word, names, region, fraction=fraction)
-                else:
-                    shape = (len(before.steps), len(names))
-                    values = {q: np.full(shape, np.nan) for q in (*QUANTITIES, *(["in_object"] if word in regions
-                                                                                 else []))}
-                if word in regions and "in_object" not in values:
-                    values["in_object"] = np.full(values["entropy"].shape, np.nan)
-                for quantity, array in values.items():
-                    measured[side][word].setdefault(quantity, []).append(array)
+                values = run_dispersal(runs, run, word, names, region, fraction=fraction) if word in present else {}
+                for quantity in expected:
+                    measured[side][word].setdefault(quantity, []).append(values.get(quantity, blank))
     stacked = {side: {w: {q: np.stack(a) for q, a in qs.items()} for w, qs in by_word.items()}
                for side, by_word in measured.items()}
     return DispersalStudy(words, tuple(int(s) for s in before.steps), tuple(names),
