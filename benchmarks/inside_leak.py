@@ -267,7 +267,12 @@ def write_report(pipe, oracle, args: argparse.Namespace) -> int:
         f"device {pipe.device}, torch {torch.__version__}",
         f"- trade-off: {len(t_plan.rows)} prompts × seeds {list(t_plan.seeds)}; {len(points)} edits",
         "- intervals: 95% percentile bootstrap resampling prompts (paired with the base model for Δ)",
-        "- commands: see the docstring of `benchmarks/inside_leak.py` (three phases on the GPU)", "",
+        "- produced by (`W` the work folder; the four parts of a phase ran as parallel processes):", "",
+        "```bash",
+        *(f"python3 benchmarks/inside_leak.py --work $W --phase {phase} --part $k/4   # k = 0..3"
+          for phase in ("ablation", "tradeoff")),
+        f"python3 benchmarks/inside_leak.py --work $W --phase report --out {args.out}",
+        "```", "",
         "## Which part of the edit carries the leakage", "",
         f"Parts alone whose leakage change is at least half the full edit's: "
         + (", ".join(f"{r['part']} (Δ {ci(r, 'delta', 'delta_low', 'delta_high', True)}, share {r['share']:.2f})"
