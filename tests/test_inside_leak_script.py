@@ -6,7 +6,7 @@ import pytest
 
 from conftest import benchmark
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.slow]
 
 
 def test_phases_in_parts_then_the_report(tmp_path, capsys):
