@@ -27,6 +27,7 @@ COMMANDS = {
     "drift": "drift",
     "entangle": "entangle",
     "attribute": "attribute",
+    "tradeoff": "tradeoff",
 }
 
 

@@ -90,6 +90,13 @@ def test_drift_command_writes_numbers_and_figures(hand_made, tmp_path, capsys):
         assert len(list(csv.DictReader(f))) == 3 * 1 * 2 * 6  # steps × layers × objects × quantities
     for stem in ("drift_panel", "binding_heatmap"):
         assert all((out / f"{stem}.{ext}").stat().st_size > 0 for ext in FIGURES)
+    # "wooden" moves from the bench's half to the bird's: just as dispersed, but no longer inside its object
+    dispersal = {(r["word"], r["quantity"]): r for r in json.loads((out / "dispersal.json").read_text())["rows"]}
+    assert dispersal[("wooden", "entropy")]["before"] == pytest.approx(0.75)  # 8 of 16 cells: log 8 / log 16
+    assert dispersal[("wooden", "entropy")]["change"] == pytest.approx(0.0, abs=1e-9)
+    assert dispersal[("wooden", "in_object")]["change"] == pytest.approx(-1.0)
+    assert dispersal[("bird", "in_object")]["before"] == pytest.approx(1.0)
+    assert all((out / f"dispersal.{ext}").stat().st_size > 0 for ext in ("png", "pdf"))
     assert "on bird" in capsys.readouterr().out
 
 

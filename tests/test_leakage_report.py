@@ -143,17 +143,58 @@ def test_before_after_run_files_give_the_same_numbers(generated, tmp_path):
         assert again["tables"][table] == [r for r in first["tables"][table] if r["method"] in ("base", "uce")]
 
 
-@pytest.mark.skipif(os.environ.get("ATTNSCOPE_BROWSER_TESTS") != "1" or not shutil.which("chromium"),
-                    reason="opt-in: set ATTNSCOPE_BROWSER_TESTS=1 and install chromium")
-def test_report_renders_in_headless_chromium(generated, tmp_path):
-    _, out = generated
+BROWSER = pytest.mark.skipif(os.environ.get("ATTNSCOPE_BROWSER_TESTS") != "1" or not shutil.which("chromium"),
+                             reason="opt-in: set ATTNSCOPE_BROWSER_TESTS=1 and install chromium")
+
+
+def screenshot(page, tmp_path) -> np.ndarray:
+    """Grey pixels (2000, 1200) of ``page`` rendered by headless Chromium."""
     shot = tmp_path / "report.png"
     subprocess.run(
         ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
          "--disable-component-update", "--disable-sync", "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}",
-         "--window-size=1200,2000", f"--screenshot={shot}", (out / "report.html").as_uri()],
+         "--window-size=1200,2000", f"--screenshot={shot}", page.as_uri()],
         check=True, timeout=120, capture_output=True,
     )
-    pixels = np.asarray(Image.open(shot).convert("L"))
+    return np.asarray(Image.open(shot).convert("L"))
+
+
+@BROWSER
+def test_report_renders_in_headless_chromium(generated, tmp_path):
+    _, out = generated
+    pixels = screenshot(out / "report.html", tmp_path)
     assert pixels.shape == (2000, 1200)
     assert (pixels < 128).mean() > 0.01  # text and figures were drawn, not a blank page
+
+
+@pytest.fixture(scope="module")
+def ablated(generated, tmp_path_factory):
+    """--ablate kv, resumed in a copy of a finished report folder: only the keys-only and values-only parts
+    of the edit are sampled."""
+    model, done = generated
+    out = tmp_path_factory.mktemp("ablated") / "report"
+    shutil.copytree(done, out)
+    assert cli.main(["leakage-report", "--erase", "bench", "--method", "uce", "--ablate", "kv", "--model", str(model),
+                     "--steps", "2", "--seeds", "1", "--batch-size", "8", "--threads", "1", "--no-progress",
+                     "--examples", "0", "--out", str(out)]) == 0
+    return out
+
+
+def test_ablation_by_keys_and_values_adds_the_inside_sections(ablated):
+    out = ablated
+    metrics = json.loads((out / "metrics.json").read_text())
+    rows = metrics["inside"]["ablation"]["rows"]
+    assert {r["part"] for r in rows} == {"all", "k", "v"} and {r["edit"] for r in rows} == {"uce"}
+    assert {"ablation", "dispersal:uce-bench", "outcome:uce-bench"} <= set(metrics["inside"])
+    assert metrics["inside"]["outcome:uce-bench"]["images"] > 0
+    for stem in ("ablation", "dispersal_uce-bench", "outcome_uce-bench"):
+        assert (out / "figures" / f"{stem}.png").exists() and (out / "figures" / f"{stem}.pdf").exists()
+    html = (out / "report.html").read_text()
+    assert "Which part of the edit causes which side effect" in html and "Does attention explain the leak?" in html
+    assert (out / "uce-bench@k.answers.csv").exists() and (out / "tables" / "ablation.csv").exists()
+
+
+@BROWSER
+def test_ablation_report_renders_in_headless_chromium(ablated, tmp_path):
+    pixels = screenshot(ablated / "report.html", tmp_path)
+    assert (pixels < 128).mean() > 0.01

@@ -18,6 +18,13 @@
   attention or prediction target to the prompt's tokens.
 * :mod:`~attnscope.analyses.localisation` — does a word's attention land on
   its object: DAAM-style IoU, mass ratio, own-object share, mass by token kind.
+* :mod:`~attnscope.analyses.dispersal` — entropy, top-k share, spatial
+  spread and in-object share of a word's map; before vs after an edit.
+* :mod:`~attnscope.analyses.outcome` — attention features of each image
+  against the judge's leakage answer: logistic regression, AUC, effects.
+* :mod:`~attnscope.analyses.ablation` — side effects per part of an edit.
+* :mod:`~attnscope.analyses.tradeoff` — metrics over edits of growing
+  strength, and a pre-sampling predictor of the retain loss.
 
 Names are imported on first use, so ``import attnscope.analyses`` is cheap
 (entanglement pulls in torch only when asked for).
@@ -79,6 +86,23 @@ _EXPORTS = {
     "integrated_gradients": "attribution",
     "noise_target": "attribution",
     "trace": "attribution",
+    "DispersalStudy": "dispersal",
+    "dispersal": "dispersal",
+    "dispersal_study": "dispersal",
+    "entropy": "dispersal",
+    "spread": "dispersal",
+    "top_share": "dispersal",
+    "OutcomeFit": "outcome",
+    "attention_features": "outcome",
+    "auc": "outcome",
+    "fit_outcome": "outcome",
+    "leakage_images": "outcome",
+    "ablation_table": "ablation",
+    "leading_parts": "ablation",
+    "predictor_correlation": "tradeoff",
+    "spearman": "tradeoff",
+    "tradeoff_rows": "tradeoff",
+    "cluster_bootstrap": "stats",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -170,3 +170,33 @@ def paired_cluster_bootstrap(
         b=_interval(est_b, rep_b, level, n),
         difference=_interval(est_b - est_a, rep_b - rep_a, level, n),
     )
+
+
+def cluster_bootstrap(
+    statistic: Callable[[np.ndarray], float],
+    clusters: Sequence[Hashable],
+    *,
+    level: float = 0.95,
+    n_resamples: int = 2000,
+    seed: int = 0,
+) -> Interval:
+    """Interval of any ``statistic`` of observations, resampling whole clusters.
+
+    ``statistic(indices)`` gets an int array of observation indices (with
+    repeats: a cluster drawn twice contributes its observations twice) and
+    returns a number; NaN replicates (e.g. an AUC on a draw with one class)
+    are left out of the interval. ``clusters[i]``: the unit of observation
+    ``i``; for independent units pass ``range(n)``. Slower than the pooled-mean
+    variants (one Python call per resample), for statistics that are not means:
+    AUC, correlations, regression coefficients.
+    """
+    ids, inverse = np.unique(np.asarray(clusters, dtype=object).astype(str), return_inverse=True)
+    if not len(ids):
+        return Interval(np.nan, np.nan, np.nan, level, 0)
+    members = [np.flatnonzero(inverse == c) for c in range(len(ids))]
+    rng = np.random.default_rng(seed)
+    replicates = np.array([
+        statistic(np.concatenate([members[c] for c in draw]))
+        for draw in rng.integers(0, len(ids), size=(n_resamples, len(ids)))
+    ], dtype=float)
+    return _interval(float(statistic(np.arange(len(inverse)))), replicates, level, len(ids))

@@ -17,7 +17,11 @@ the object's region, IoU/IoA, JS divergence, centre-of-mass distance; see
   object and quantity (averaged over pairs);
 * ``drift_panel.{png,pdf,svg}`` — one pair's images and word maps, and the
   binding bars over all pairs; ``binding_heatmap.{png,pdf,svg}`` — binding
-  per layer × step, before, after and the difference.
+  per layer × step, before, after and the difference;
+* ``dispersal.json``, ``dispersal.csv``, ``dispersal_layers_steps.csv``,
+  ``dispersal.{png,pdf}`` — concentration and dispersal (entropy, top-10%
+  share, spread, in-object share) of the word and of each object word,
+  before vs after with paired intervals, and per layer and step.
 """
 
 from __future__ import annotations
@@ -73,6 +77,7 @@ def run(args: argparse.Namespace) -> int:
         example = args.example if args.example is not None else median_pair(study)
         written = write_outputs(study, before, after, args.out, example=example, oracle=oracle,
                                 n_resamples=args.resamples)
+        written += _dispersal(study, before, after, args, layers)
     print(report(study, n_resamples=args.resamples))
     print("wrote " + ", ".join(str(p) for p in written))
     return 0
@@ -85,6 +90,16 @@ def check_pair(before, before_path: Path) -> None:
     if before.schema.edit:
         raise UsageError(f"{before_path} was captured with an edit ({describe_edits(before.schema.edit)}): "
                          "give the run file captured without --edit first, then the edited one")
+
+
+def _dispersal(study, before, after, args: argparse.Namespace, layers) -> list[Path]:
+    """Concentration and dispersal of the word and the objects before vs after (``dispersal.*`` files)."""
+    from attnscope.analyses.dispersal import dispersal_study
+    from attnscope.report.inside import write_dispersal
+
+    regions = {study.word: study.own, **{o: o for o in study.objects}}
+    found = dispersal_study(before, after, [study.word, *study.objects], layers=layers, regions=regions)
+    return write_dispersal(found, args.out, n_resamples=args.resamples)
 
 
 def _oracle():

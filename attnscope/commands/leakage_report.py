@@ -41,7 +41,7 @@ JUDGES = ("oracle", "blip", "florence2", "qwen2.5-vl")
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
-    from attnscope.erasure.methods import METHODS
+    from attnscope.erasure.methods import METHODS, SUBSET_KINDS
 
     parser = subparsers.add_parser(
         "leakage-report", help="benchmark erasure side effects (target/retain/evasion/leakage) and write a report",
@@ -53,6 +53,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     erase.add_argument("--method", action="append", choices=METHODS, default=None,
                        help="erasure method; repeatable (default: uce and rece)")
     erase.add_argument("--epochs", type=non_negative_int, default=3, help="RECE epochs (default 3)")
+    erase.add_argument("--ablate", action="append", choices=SUBSET_KINDS, default=[],
+                       help="also sample each part of every edit alone (per layer, resolution, place, or keys vs "
+                            "values) and add the ablation section; repeatable")
     existing = parser.add_argument_group("report on existing run files instead")
     existing.add_argument("--before", type=Path, help="run file of the unedited model")
     existing.add_argument("--after", type=Path, action="append", default=[],
@@ -137,7 +140,8 @@ def _load(args: argparse.Namespace, model: str, device):
 def _generate(args: argparse.Namespace, started: float) -> int:
     from attnscope.datasets.see import split
     from attnscope.report import ReportInputs, StateInfo
-    from attnscope.runner import BASE, Plan, Reduction, edited_states, init_distributed, read_ledgers, run_benchmark
+    from attnscope.runner import (BASE, Plan, Reduction, ablation_states, edited_states, init_distributed,
+                                  read_ledgers, run_benchmark)
     from attnscope.sampling import SamplerSettings
 
     if not args.erase:
@@ -154,7 +158,8 @@ def _generate(args: argparse.Namespace, started: float) -> int:
     plan = Plan(tuple(rows), tuple(range(seeds)), settings, tuple(args.erase))
     if not args.full:
         plan = plan.reduced(Reduction())
-    states = [BASE, *edited_states(pipe, methods, args.erase, args.out, epochs=args.epochs, shard=shard)]
+    edited = edited_states(pipe, methods, args.erase, args.out, epochs=args.epochs, shard=shard)
+    states = [BASE, *edited, *(part for kind in args.ablate for part in ablation_states(pipe, edited, kind))]
     runs = run_benchmark(pipe, plan, states, args.out, judge=judge, capture_maps=not args.no_capture,
                          batch_size=args.batch_size, shard=shard, progress=not args.no_progress,
                          storage=args.storage)
@@ -233,8 +238,8 @@ def _existing(args: argparse.Namespace, started: float) -> int:
 def _settings(args: argparse.Namespace, **extra) -> dict:
     import torch
 
-    keep = ("erase", "method", "epochs", "full", "seeds", "steps", "guidance", "batch_size", "model", "dtype",
-            "no_capture", "storage", "examples", "out")
+    keep = ("erase", "method", "epochs", "ablate", "full", "seeds", "steps", "guidance", "batch_size", "model",
+            "dtype", "no_capture", "storage", "examples", "out")
     return {**{k: getattr(args, k) for k in keep}, "cpu_threads": torch.get_num_threads(), **extra}
 
 

@@ -32,6 +32,8 @@ _EXPORTS = {
     "edit_from_lora": "loaders",
     "edit_from_unet_state_dict": "loaders",
     "PRESETS": "presets",
+    "Subset": "subsets",
+    "edit_subsets": "subsets",
     "Preset": "presets",
     "adversarial_embeddings": "rece",
     "adversarial_matrix": "rece",

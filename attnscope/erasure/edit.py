@@ -24,6 +24,7 @@ adversarial embeddings); its string metadata holds ``format``
 
 from __future__ import annotations
 
+import fnmatch
 import json
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -219,6 +220,47 @@ class Edit:
             raise KeyError(f"stage {index} ({stages[index]!r}) was not kept in this edit")
         return Edit(tensors, meta)
 
+    # ------------------------------------------------------------------ subsets
+
+    def restrict(
+        self,
+        *,
+        layers: str | Sequence[str] | None = None,
+        places: str | Sequence[str] | None = None,
+        kv: str | None = None,
+        label: str | None = None,
+    ) -> "Edit":
+        """The part of this edit that touches only the chosen tensors (a new Edit; artifacts dropped).
+
+        ``layers``: layer names or globs (``"up_blocks.*"``), matched against
+        each tensor's layer (its module path up to ``to_k``/``to_v``/...);
+        ``places``: ``"down"``, ``"mid"``, ``"up"``; ``kv``: ``"k"`` (``to_k``
+        tensors only) or ``"v"`` (``to_v`` only). Criteria combine with *and*;
+        the other tensors keep their base values when the result is applied.
+        ``meta["subset"]`` records the criteria and ``label`` (default: made
+        from them); ``ValueError`` if no tensor is left.
+        """
+        if kv not in (None, "k", "v"):
+            raise ValueError(f"kv must be 'k' or 'v', not {kv!r}")
+        chosen_places = [places] if isinstance(places, str) else list(places or [])
+        unknown = sorted(set(chosen_places) - set(PLACES.values()))
+        if unknown:
+            raise ValueError(f"unknown places {unknown}; choose from {sorted(set(PLACES.values()))}")
+        patterns = [layers] if isinstance(layers, str) else list(layers or [])
+        kept = {
+            name: tensor for name, tensor in self.tensors.items()
+            if (not patterns or any(fnmatch.fnmatchcase(tensor_layer(name), p) for p in patterns))
+            and (not chosen_places or tensor_place(name) in chosen_places)
+            and (kv is None or tensor_projection(name) == f"to_{kv}")
+        }
+        criteria = {"layers": patterns, "places": chosen_places, "kv": kv}
+        if not kept:
+            raise ValueError(f"no tensor of {self!r} matches {criteria}")
+        label = label or "+".join([*patterns, *chosen_places, *([kv] if kv else [])]) or "all"
+        meta = {k: v for k, v in self.meta.items() if k != "stages"}
+        meta["subset"] = {**criteria, "label": label, "tensors": len(kept), "of": len(self.tensors)}
+        return Edit(kept, meta)
+
     # ------------------------------------------------------------------ compose
 
     @staticmethod
@@ -286,6 +328,33 @@ class Edit:
                 f"{path}: corrupt edit file ({error}); write it again with `attnscope erase`"
             ) from error
         return cls(tensors, meta, artifacts)
+
+
+PLACES = {"down_blocks": "down", "mid_block": "mid", "up_blocks": "up"}  # module path root -> place
+_SUBMODULES = ("to_k", "to_v", "to_q", "to_out")
+
+
+def tensor_layer(name: str) -> str:
+    """The layer (module path) a pipeline-relative tensor name belongs to.
+
+    ``unet.up_blocks.1.attentions.0.transformer_blocks.0.attn2.to_k.weight`` →
+    ``up_blocks.1.attentions.0.transformer_blocks.0.attn2``; a tensor outside
+    an attention projection gives its module path.
+    """
+    parts = name.split(".")[1:]
+    cut = next((i for i, part in enumerate(parts) if part in _SUBMODULES), len(parts) - 1)
+    return ".".join(parts[:cut])
+
+
+def tensor_place(name: str) -> str:
+    """``"down"``, ``"mid"`` or ``"up"`` for a UNet tensor name, else ``""``."""
+    parts = name.split(".")
+    return PLACES.get(parts[1], "") if len(parts) > 1 else ""
+
+
+def tensor_projection(name: str) -> str:
+    """``"to_k"``, ``"to_v"``, ... (the attention projection holding the tensor), else ``""``."""
+    return next((part for part in name.split(".") if part in _SUBMODULES), "")
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,10 @@ from into a folder::
     records.csv          every judged question (the metrics' input)
     tables/*.csv         one CSV per metric table
     figures/*.png|pdf    metric bars, retain accuracy by distance, example maps (PNG)
+
+With ablation states (methods ``uce@part``) the report adds an ablation
+section; with run files of the base model and an edit, sections on
+dispersal and on attention ↔ judged leakage (:mod:`attnscope.report.inside`).
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ from attnscope.figures.side_effects import TITLES, metric_intervals, ordered_met
 from attnscope.figures.style import RC, plt, save, save_all
 from attnscope.report import html as h
 from attnscope.report.examples import Leak, find_leaks, leak_regions, render_side
+from attnscope.report.inside import inside_sections
 from attnscope.runner.records import write_records
 from attnscope.runner.run import index_runs
 from attnscope.store import RunFile
@@ -72,6 +77,7 @@ class ReportInputs:
     plan: dict | None = None
     notes: list[str] = field(default_factory=list)
     wall_seconds: float | None = None
+    sections: list = field(default_factory=list)  # extra report.inside.Section s (e.g. a trade-off study)
 
 
 # --------------------------------------------------------------------------- metrics
@@ -371,7 +377,8 @@ def write_leakage_report(out: str | Path, inputs: ReportInputs, *, examples: int
             write_csv(rows, out / "tables" / f"{name}.csv")
 
     order = [s.method for s in inputs.states]
-    pngs = {"metrics": _save_both(metric_intervals(tables, order=order), figures, "metrics")}
+    full_edits_only = {name: [r for r in rows if "@" not in str(r["method"])] for name, rows in tables.items()}
+    pngs = {"metrics": _save_both(metric_intervals(full_edits_only, order=order), figures, "metrics")}
     curves = (("retain_by_distance", "attr_distance", "attribute slots differing from the erased concept"),
               ("retain_by_similarity", "similarity_bin", "text-embedding similarity to the erased concept"))
     for name, column, label in curves:
@@ -382,9 +389,14 @@ def write_leakage_report(out: str | Path, inputs: ReportInputs, *, examples: int
     states = {s.name: s for s in inputs.states}
     contexts = {s.name: capture_context(Path(s.run_file)) for s in inputs.states
                 if s.run_file is not None and Path(s.run_file).exists()}
-    leaks = find_leaks(inputs.records, per_method=examples) if examples else []
+    full_edits = [r for r in inputs.records if "@" not in str(r["method"])]  # ablation parts have no examples
+    leaks = find_leaks(full_edits, per_method=examples) if examples else []
     rendered = _render_examples(leaks, states, figures / "examples") if contexts else []
     library = versions()
+    inside = [*inside_sections(inputs.records, {s.name: s.run_file for s in inputs.states},
+                               {s.name: s.method for s in inputs.states}, out, n_resamples=n_resamples),
+              *inputs.sections]
+    plt.close("all")
 
     metrics = {
         "erased": inputs.erased,
@@ -400,6 +412,7 @@ def write_leakage_report(out: str | Path, inputs: ReportInputs, *, examples: int
         "run_files": {name: {k: v for k, v in c.items() if k != "layers"} for name, c in contexts.items()},
         "versions": library,
         "wall_seconds": inputs.wall_seconds,
+        "inside": {section.key: section.data for section in inside},
     }
     (out / "metrics.json").write_text(json.dumps(_json_ready(metrics), indent=1, allow_nan=False))
 
@@ -425,6 +438,8 @@ def write_leakage_report(out: str | Path, inputs: ReportInputs, *, examples: int
         if name in pngs:
             body.append(h.figure(pngs[name], caption, width=_width(pngs[name])))
     body += _examples_section(rendered, bool(contexts))
+    for section in inside:
+        body += section.body
     body.append(h.heading(2, "Tables", "tables"))
     for name, rows in tables.items():
         body += [h.tag("h3", h.text(name.replace("_", " "))), _metric_table(rows)]

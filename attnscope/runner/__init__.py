@@ -26,7 +26,7 @@ from attnscope.runner.run import (
     run_state,
 )
 from attnscope.runner.shard import Shard, init_distributed
-from attnscope.runner.states import BASE, METHODS, State, edited_states, state_name
+from attnscope.runner.states import BASE, METHODS, State, ablation_states, edited_states, state_name
 
 __all__ = [
     "BASE",
@@ -39,6 +39,7 @@ __all__ = [
     "Shard",
     "State",
     "StateRun",
+    "ablation_states",
     "benchmark_prompts",
     "edited_states",
     "index_runs",

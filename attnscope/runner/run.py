@@ -23,6 +23,7 @@ the metrics of a one-process run.
 from __future__ import annotations
 
 import json
+import os
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -207,7 +208,9 @@ def check_plan(folder: Path, description: Mapping[str, Any], shard: Shard) -> No
                              "choose another output folder or delete it")
     elif shard.is_main:
         folder.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(description, indent=1))
+        temporary = path.with_name(f"plan.json.{os.getpid()}")  # atomic: processes started together may race
+        temporary.write_text(json.dumps(description, indent=1))
+        os.replace(temporary, path)
     shard.barrier()
 
 

@@ -91,3 +91,19 @@ def edited_states(
                 edit.save(path)
     shard.barrier()
     return [State(name, method, Edit.load(folder / f"{name}.edit")) for method, name in zip(methods, names)]
+
+
+def ablation_states(pipe, states: Sequence[State], kind: str) -> list[State]:
+    """One state per part of each edited state's edit (:func:`~attnscope.erasure.subsets.edit_subsets`).
+
+    Names and methods get ``@{part}`` (``uce-bench@up``, method ``uce@up``),
+    the records' convention of :mod:`attnscope.analyses.ablation`.
+    """
+    from attnscope.analyses.ablation import part_method
+    from attnscope.erasure.subsets import edit_subsets
+
+    return [
+        State(part_method(state.name, part.label), part_method(state.method, part.label), part.edit)
+        for state in states if state.edit is not None
+        for part in edit_subsets(state.edit, kind, pipe)
+    ]
