@@ -15,6 +15,7 @@ from attnscope.cli import main
 from attnscope.erasure.loaders import read_state_dict
 from attnscope.errors import UnreadableFile
 from attnscope.store import RunFile, RunWriter
+from attnscope.store.schema import FORMAT_VERSION
 from test_drift_cli import write_runs
 
 TINY = ["--model", "tiny-sd", "--steps", "2", "--height", "64", "--width", "64", "--no-progress"]
@@ -141,7 +142,8 @@ def test_run_files_that_cannot_be_read_are_named(tmp_path, run_file, capsys):
     with h5py.File(newer, "r+") as file:
         file.attrs["format_version"] = 99
     assert refused(capsys, ["inspect", str(newer)]).endswith(
-        f"{newer} is run-file format version 99; this attnscope reads up to version 1: upgrade attnscope to read it")
+        f"{newer} is run-file format version 99; this attnscope reads up to version {FORMAT_VERSION}: "
+        "upgrade attnscope to read it")
     assert refused(capsys, ["show", str(run_file), "--run", "5", "--out", str(tmp_path / "f.png")]).endswith(
         f"run 5 is out of range: {run_file} holds runs 0 to 0")
     empty = tmp_path / "empty.h5"
