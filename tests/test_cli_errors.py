@@ -18,6 +18,8 @@ from attnscope.store import RunFile, RunWriter
 from attnscope.store.schema import FORMAT_VERSION
 from test_drift_cli import write_runs
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: threads only contend
+
 TINY = ["--model", "tiny-sd", "--steps", "2", "--height", "64", "--width", "64", "--no-progress"]
 
 
@@ -40,7 +42,7 @@ def parse_refused(capsys, argv: list[str]) -> str:
 
 
 @pytest.fixture(scope="module")
-def run_file(tmp_path_factory):
+def run_file(tmp_path_factory, one_thread):
     """A tiny-sd run file with one run of "a wooden bench" (seed 0), and its image run-0.png."""
     path = tmp_path_factory.mktemp("runs") / "run.h5"
     assert main(["capture", "--prompt", "a wooden bench", *TINY, "--out", str(path)]) == 0
