@@ -307,10 +307,13 @@ class Capture:
             latent_hw=latent_hw,
         )
 
-    def _records(self, n_runs, cond, uncond, prompt_ids, negative_ids) -> list[RunRecord]:
+    def _records(self, n_runs, cond, uncond, prompt_ids, negative_ids, tokenizer=None) -> list[RunRecord]:
+        """One record per run of the call; prompts unlabelled by ``generate`` are decoded from their ids
+        with ``tokenizer`` (default: the pipeline's)."""
         labels = self._labels if len(self._labels) == n_runs else []
         self._labels = []
-        decode = lambda ids: self.pipe.tokenizer.decode(ids, skip_special_tokens=True).strip()  # noqa: E731
+        tokenizer = tokenizer or self.pipe.tokenizer
+        decode = lambda ids: tokenizer.decode(ids, skip_special_tokens=True).strip()  # noqa: E731
         guidance = float(getattr(self.pipe, "guidance_scale", getattr(self.pipe, "_guidance_scale", 1.0)))
         records = []
         for run in range(n_runs):

@@ -48,7 +48,7 @@ from attnscope.hooks.dit_layers import TextStream, TransformerLayer, text_stream
 from attnscope.hooks.layers import select_layers
 from attnscope.hooks.sdpa import SDPACall, SDPAObserver, selected_probabilities
 from attnscope.hooks.selection import Selection
-from attnscope.store.schema import CaptureSchema, RunRecord
+from attnscope.store.schema import CaptureSchema
 from attnscope.store.tokens import align_words, clean, concept_label
 
 Token = tuple[int, str, int]  # (position in the text sequence, token text, word index)
@@ -255,7 +255,8 @@ class TransformerCapture(Capture):
             self._concept_set = encode_concepts(self.pipe, self.concepts)
             self._stream = ConceptStream(self._concept_set)
         concept_tokens = [(-1 - i, concept_label(name), -1) for i, name in enumerate(self.concepts)]
-        records = self._dit_records(n_runs, [c + concept_tokens for c in cond], uncond, ids[0], streams[0])
+        records = self._records(n_runs, [c + concept_tokens for c in cond], uncond, *ids[0],
+                                tokenizer=getattr(self.pipe, streams[0].tokenizer))
 
         positions = [[p for p, _, _ in tokens] for tokens in (uncond + cond if cfg and both else cond)]
         rows = slice(n_runs, batch_size) if cfg and not both else slice(0, batch_size)
@@ -285,28 +286,6 @@ class TransformerCapture(Capture):
                    for c, u in zip(cond, uncond)],
             latent_hw=grid,
         )
-
-    def _dit_records(self, n_runs, cond, uncond, primary_ids, stream: TextStream) -> list[RunRecord]:
-        labels = self._labels if len(self._labels) == n_runs else []
-        self._labels = []
-        tokenizer = getattr(self.pipe, stream.tokenizer)
-        decode = lambda ids: tokenizer.decode(ids, skip_special_tokens=True).strip()  # noqa: E731
-        guidance = float(getattr(self.pipe, "guidance_scale", getattr(self.pipe, "_guidance_scale", 1.0)))
-        prompt_ids, negative_ids = primary_ids
-        records = []
-        for run in range(n_runs):
-            label = labels[run] if labels else {}
-            negative = label.get("negative_prompt")
-            records.append(RunRecord(
-                prompt=label.get("prompt") or decode(prompt_ids[run]),
-                negative_prompt=negative if negative is not None else decode(negative_ids[run]),
-                seed=label.get("seed", -1),
-                guidance_scale=guidance,
-                tokens=cond[run] + uncond[run],
-                n_uncond_tokens=len(uncond[run]),
-                extra=label.get("extra", {}),
-            ))
-        return records
 
     def _schema(self, grid_hw: tuple[int, int], steps: list[int]) -> CaptureSchema:
         schema = super()._schema(grid_hw, steps)
