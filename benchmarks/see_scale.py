@@ -119,7 +119,7 @@ def projection(images_per_second: float, bytes_per_image: float | None) -> list[
     cells = []
     for gpus in GPU_COUNTS:
         hours = PROTOCOL_IMAGES / images_per_second / 3600 / gpus
-        cells.append(f"{hours:.2f} h wall ({hours * gpus:.2f} GPU-h)")
+        cells.append(f"{hours:.4g} h wall ({hours * gpus:.4g} GPU-h)")  # 4 significant digits: smoke runs are tiny
     disk = "–" if bytes_per_image is None else f"{bytes_per_image * PROTOCOL_IMAGES / 1e9:.0f} GB"
     return cells + [disk]
 
