@@ -26,9 +26,9 @@ from typing import Callable
 
 import numpy as np
 
-from attnscope.datasets.toyworld import CLASSES, COLOUR_NAMES, MATERIALS, SIZES, SUPERCLASS_OF
+from attnscope.datasets.toy_vocabulary import CLASSES, COLOUR_NAMES, MATERIALS, SIZES, SUPERCLASS_OF
 from attnscope.erasure import Edit, erase_rece, erase_uce
-from attnscope.models.toy import load_toy_and_oracle
+from attnscope.models.loading import load_toy_and_oracle
 from attnscope.sampling import Job, SamplerSettings, generate
 
 TARGET = "bird"

@@ -18,7 +18,7 @@ step() {  # step NAME SECONDS COMMAND...
 for name in $only; do
   case $name in
     toy_eval) for g in ${GUIDANCE:-4}; do
-        step toy_eval_g$g 100 python3 -m attnscope.models.toy.evaluate --model "$model" --prompts 200 --seeds 4 \
+        step toy_eval_g$g 100 python3 -m attnscope.runner.toy_evaluation --model "$model" --prompts 200 --seeds 4 \
           --steps 50 --guidance "$g" --batch 400 --out "$out/toy_eval_g$g.json" --markdown "$out/toy_eval_g$g.md"
       done ;;
     capture_overhead) step capture_overhead 300 python3 benchmarks/capture_overhead.py --repeats "${REPEATS:-3}" \

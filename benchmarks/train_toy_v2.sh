@@ -30,7 +30,7 @@ case $phase in
     done
     wait
     for w in "$@"; do
-      $py -m attnscope.models.toy.evaluate --model "$work/g$w/pipeline" --prompts 64 --seeds 2 --steps 50 \
+      $py -m attnscope.runner.toy_evaluation --model "$work/g$w/pipeline" --prompts 64 --seeds 2 --steps 50 \
         --localise --batch 128 --out "$out/quick_g$w.json" --markdown "$out/quick_g$w.md" > "$out/quick_g$w.log" 2>&1 &
     done
     wait
@@ -45,7 +45,7 @@ case $phase in
   eval)
     model=$1 prompts=$2 seeds=$3
     tag=$(basename "$(dirname "$model")")
-    $py -m attnscope.models.toy.evaluate --model "$model" --prompts "$prompts" --seeds "$seeds" --steps 50 \
+    $py -m attnscope.runner.toy_evaluation --model "$model" --prompts "$prompts" --seeds "$seeds" --steps 50 \
       --localise --batch 400 --out "$out/eval_$tag.json" --markdown "$out/eval_$tag.md" > "$out/eval_$tag.log" 2>&1
     cat "$out/eval_$tag.md" ;;
   *) echo "unknown phase $phase" >&2; exit 2 ;;

@@ -11,7 +11,7 @@ from attnscope.analyses.localisation import (
     token_heatmaps,
     token_mass,
 )
-from attnscope.models.toy.evaluate import localisation_scores, token_roles
+from attnscope.runner.toy_evaluation import localisation_scores, token_roles
 
 
 def _square(top: int, left: int, side: int, size: int = 8) -> np.ndarray:

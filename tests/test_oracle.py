@@ -8,7 +8,7 @@ import torch
 
 from attnscope.datasets import toyworld as tw
 from attnscope.judges.base import Judge
-from attnscope.models.toy.oracle import (
+from attnscope.judges.toy_oracle import (
     CROP,
     Detection,
     OracleNet,
@@ -18,7 +18,7 @@ from attnscope.models.toy.oracle import (
     default_oracle_path,
     segment,
 )
-from attnscope.models.toy.train_oracle import degrade, evaluate_oracle, match, train_oracle
+from attnscope.judges.train_toy_oracle import degrade, evaluate_oracle, match, train_oracle
 
 
 @pytest.fixture(scope="module")

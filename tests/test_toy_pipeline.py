@@ -121,7 +121,7 @@ def test_train_smoke_and_resume(tmp_path):
 @pytest.mark.skipif(not (default_model_path() / "model_index.json").exists(),
                     reason="the trained toy model is not in attnscope/assets/toy yet")
 def test_shipped_model_loads_offline_and_draws_the_prompt(monkeypatch):
-    from attnscope.models.toy.oracle import ToyOracle, default_oracle_path
+    from attnscope.judges.toy_oracle import ToyOracle, default_oracle_path
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     pipe = ToyWorldPipeline.from_pretrained(default_model_path(), torch_dtype=torch.float32)

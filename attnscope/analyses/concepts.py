@@ -22,17 +22,18 @@ from __future__ import annotations
 
 from typing import Mapping, Sequence
 
-from attnscope.datasets import coco, toyworld
+from attnscope.datasets import coco
+from attnscope.datasets import toy_vocabulary as toy
 
 RELATIONS = ("target", "variant", "superclass", "sibling", "sibling variant", "attribute", "unrelated", "other")
-ATTRIBUTES = frozenset((*toyworld.SIZES, *toyworld.COLOURS, *toyworld.MATERIALS))
+ATTRIBUTES = frozenset((*toy.SIZES, *toy.COLOURS, *toy.MATERIALS))
 
 
 def default_hierarchy() -> dict[str, tuple[str, ...]]:
     """``{superclass: classes}``: COCO's, then the toy world's on top (members moved, not duplicated)."""
-    toy_classes = set(toyworld.CLASSES)
+    toy_classes = set(toy.CLASSES)
     merged = {sup: tuple(c for c in members if c not in toy_classes) for sup, members in coco.HIERARCHY.items()}
-    for sup, members in toyworld.HIERARCHY.items():
+    for sup, members in toy.HIERARCHY.items():
         merged[sup] = tuple(dict.fromkeys((*members, *merged.get(sup, ()))))
     return merged
 
@@ -71,11 +72,11 @@ def toy_concepts(target: str) -> list[str]:
     """A concept set around a toy-world class: the target, its superclass and siblings,
     compositional variants of it (every material, two colours, both sizes) and of its siblings,
     attribute words alone, and every class of the other superclasses."""
-    superclass = toyworld.SUPERCLASS_OF[target]
-    siblings = [c for c in toyworld.HIERARCHY[superclass] if c != target]
-    variants = [f"{m} {target}" for m in toyworld.MATERIALS] + [f"{c} {target}" for c in ("red", "blue")]
-    variants += [f"{s} {target}" for s in toyworld.SIZES]
+    superclass = toy.SUPERCLASS_OF[target]
+    siblings = [c for c in toy.HIERARCHY[superclass] if c != target]
+    variants = [f"{m} {target}" for m in toy.MATERIALS] + [f"{c} {target}" for c in ("red", "blue")]
+    variants += [f"{s} {target}" for s in toy.SIZES]
     sibling_variants = [f"wooden {s}" for s in siblings]
     attributes = ["wooden", "metal", "red", "small"]
-    unrelated = [c for c in toyworld.CLASSES if toyworld.SUPERCLASS_OF[c] != superclass]
+    unrelated = [c for c in toy.CLASSES if toy.SUPERCLASS_OF[c] != superclass]
     return [target, superclass, *siblings, *variants, *sibling_variants, *attributes, *unrelated]

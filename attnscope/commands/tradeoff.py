@@ -53,7 +53,7 @@ LADDER = ("bench", "chair", "couch", "car", "bird", "pizza", "bus", "cat")
 
 
 def run(args: argparse.Namespace) -> int:
-    from attnscope.datasets.toyworld import CLASSES
+    from attnscope.datasets.toy_vocabulary import CLASSES
     from attnscope.judges import ToyOracle
     from attnscope.models import load_pipeline
     from attnscope.report.inside import tradeoff_study, write_tradeoff_page

@@ -113,12 +113,20 @@ def load_pipeline(
     dtype: torch.dtype | None = None,
     progress_bar: bool = False,
 ):
-    """Load ``model`` (see module docstring) onto ``device`` in ``dtype``
-    (default: float16 on CUDA, float32 on CPU).
+    """Load a text-to-image pipeline, ready to sample.
 
-    The returned object is a diffusers pipeline (the toy model's is a
-    ``DiffusionPipeline`` subclass), so ``pipe(prompt, ...)`` samples and
-    ``pipe.unet`` (or ``pipe.transformer``) holds the attention layers.
+    Args:
+        model: ``None``/``"toy"`` (the built-in toy model), a ``"tiny-*"`` random
+            model, a local diffusers folder or a hub id already in the offline
+            cache (see the module docstring); attnscope never downloads.
+        device: ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``None``/``"auto"`` (CUDA when present).
+        dtype: the weights' dtype (default: float16 on CUDA, float32 on CPU).
+        progress_bar: show diffusers' per-step progress bar.
+
+    Returns:
+        A diffusers pipeline (the toy model's is a ``DiffusionPipeline``
+        subclass): ``pipe(prompt, ...)`` samples and ``pipe.unet`` (or
+        ``pipe.transformer``) holds the attention layers.
     """
     name = TOY if model is None else str(model)
     device = resolve_device(device)
@@ -145,3 +153,18 @@ def load_pipeline(
     pipe.set_progress_bar_config(disable=not progress_bar)
     pipe.attnscope_model_id = name
     return pipe
+
+
+def load_toy_and_oracle(model: str = TOY, device=None, oracle: str | os.PathLike | None = None, smoke: bool = False):
+    """``(pipeline, oracle)`` for toy-world experiments: the shipped ones (or ``model`` /
+    ``oracle`` paths), or, with ``smoke``, a random tiny pipeline and an untrained oracle
+    that only check the code runs."""
+    from attnscope.judges.toy_oracle import OracleNet, ToyOracle
+    from attnscope.models.toy import ToyModelConfig, build_toy_pipeline
+
+    if smoke:
+        pipe = build_toy_pipeline(ToyModelConfig.tiny()).to(device or "cpu")
+        pipe.set_progress_bar_config(disable=True)
+        return pipe, ToyOracle(OracleNet(8), device=device or "cpu")
+    pipe = load_pipeline(model, device=device)
+    return pipe, ToyOracle.load(oracle, device=pipe.device)

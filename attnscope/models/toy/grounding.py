@@ -38,7 +38,8 @@ import math
 import torch
 import torch.nn.functional as F
 
-from attnscope.datasets.toyworld import Scene, word_objects
+from attnscope.datasets.toy_vocabulary import Scene, word_objects
+from attnscope.models.layers import cross_attention_layers
 
 
 class GroundedAttnProcessor:
@@ -69,11 +70,13 @@ class GroundedAttnProcessor:
 
 
 def set_grounding_processors(unet: torch.nn.Module, maps: list[torch.Tensor]) -> dict[str, object]:
-    """Give every cross-attention module (``attn2``) of ``unet`` a :class:`GroundedAttnProcessor`
-    appending to ``maps``; returns the original processors (``unet.set_attn_processor(them)`` restores)."""
+    """Give every cross-attention module of ``unet`` (:func:`~attnscope.models.layers.cross_attention_layers`)
+    a :class:`GroundedAttnProcessor` appending to ``maps``; returns the original processors
+    (``unet.set_attn_processor(them)`` restores)."""
+    cross = {f"{layer.name}.processor" for layer in cross_attention_layers(unet)}
     originals = unet.attn_processors
     unet.set_attn_processor({
-        name: GroundedAttnProcessor(maps) if name.endswith("attn2.processor") else processor
+        name: GroundedAttnProcessor(maps) if name in cross else processor
         for name, processor in originals.items()
     })
     return originals

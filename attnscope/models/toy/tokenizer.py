@@ -13,7 +13,7 @@ from tokenizers import Tokenizer, normalizers, pre_tokenizers, processors
 from tokenizers.models import WordLevel
 from transformers import PreTrainedTokenizerFast
 
-from attnscope.datasets.toyworld import CLASSES, COLOURS, HIERARCHY, MATERIALS, SIZES
+from attnscope.datasets.toy_vocabulary import CLASSES, COLOURS, HIERARCHY, MATERIALS, SIZES
 
 BOS, EOS, UNK = "<|startoftext|>", "<|endoftext|>", "<unk>"
 FUNCTION_WORDS: tuple[str, ...] = ("a", "an", "and", "the", "picture", "photo", "of")

@@ -52,7 +52,8 @@ import torch.nn.functional as F
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
-from attnscope.datasets.toyworld import Scene, render, sample_scenes
+from attnscope.datasets.toy_vocabulary import Scene
+from attnscope.datasets.toyworld import render, sample_scenes
 from attnscope.models.toy.grounding import grounding_loss, set_grounding_processors, token_objects
 from attnscope.models.toy.pretrain_text import load_text_encoder
 from attnscope.models.toy.pipeline import (

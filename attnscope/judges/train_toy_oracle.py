@@ -1,11 +1,11 @@
 """Train the toy world's oracle on renders made to look like model samples.
 
-    python -m attnscope.models.toy.train_oracle --out attnscope/assets/oracle.safetensors
+    python -m attnscope.judges.train_toy_oracle --out attnscope/assets/oracle.safetensors
 
 Batches are rendered on the fly (on the GPU when there is one) and degraded
 like diffusion samples: per-channel gain and background tint, blur, pixel
 noise and blotchy low-frequency noise. Each object's training mask is the
-foreground rule of :func:`~attnscope.models.toy.oracle.segment`, cut to
+foreground rule of :func:`~attnscope.judges.toy_oracle.segment`, cut to
 the object's (dilated) true mask, so training crops look like inference crops.
 At the end the oracle is scored on held-out renders, clean and degraded,
 through the full ``describe`` path (segmentation included), and the
@@ -23,8 +23,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from attnscope.datasets.toyworld import CLASSES, COLOUR_NAMES, MATERIALS, SIZES, Scene, render, sample_scenes
-from attnscope.models.toy.oracle import (
+from attnscope.datasets.toy_vocabulary import CLASSES, COLOUR_NAMES, MATERIALS, SIZES, Scene
+from attnscope.datasets.toyworld import render, sample_scenes
+from attnscope.judges.toy_oracle import (
     FIELDS,
     OracleNet,
     SegmentConfig,

@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
-from attnscope.datasets.toyworld import CLASSES, COLOUR_NAMES, HIERARCHY, MATERIALS, SIZES, SUPERCLASS_OF
+from attnscope.datasets.toy_vocabulary import CLASSES, COLOUR_NAMES, HIERARCHY, MATERIALS, SIZES, SUPERCLASS_OF
 from attnscope.judges.base import Answer, ImageLike
 
 FIELDS: dict[str, tuple[str, ...]] = {"cls": CLASSES, "colour": COLOUR_NAMES, "material": MATERIALS, "size": SIZES}
@@ -44,7 +44,7 @@ CROP = 40
 
 def default_oracle_path() -> Path:
     """``attnscope/assets/oracle.safetensors`` (the shipped weights; may not exist yet)."""
-    return Path(__file__).resolve().parents[2] / "assets" / "oracle.safetensors"
+    return Path(__file__).resolve().parents[1] / "assets" / "oracle.safetensors"
 
 
 # --------------------------------------------------------------------------- segmentation
@@ -311,7 +311,7 @@ class ToyOracle:
         path = Path(path) if path is not None else default_oracle_path()
         if not path.exists():
             raise FileNotFoundError(f"no oracle weights at {path}; train them with "
-                                    "python -m attnscope.models.toy.train_oracle")
+                                    "python -m attnscope.judges.train_toy_oracle")
         meta = json.loads(path.with_suffix(".json").read_text())
         net = OracleNet(meta["width"])
         net.load_state_dict({k: v.float() for k, v in load_file(path).items()})

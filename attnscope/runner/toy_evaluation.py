@@ -1,6 +1,6 @@
 """Measure a toy pipeline with the oracle: does it draw what the prompt says?
 
-    python -m attnscope.models.toy.evaluate --model attnscope/assets/toy \\
+    python -m attnscope.runner.toy_evaluation --model attnscope/assets/toy \\
         --oracle attnscope/assets/oracle.safetensors --prompts 200 --seeds 4 --steps 50 --out results.json
 
 Prompts are drawn deterministically in three kinds:
@@ -53,7 +53,7 @@ from attnscope.analyses.localisation import (
     token_mass,
 )
 from attnscope.analyses.stats import cluster_bootstrap_ci
-from attnscope.datasets.toyworld import (
+from attnscope.datasets.toy_vocabulary import (
     ATTRIBUTES,
     CLASSES,
     COLOUR_NAMES,
@@ -66,9 +66,9 @@ from attnscope.datasets.toyworld import (
     word_kind,
     word_objects,
 )
+from attnscope.judges.toy_oracle import Detection, ToyOracle, default_oracle_path
 from attnscope.models.loading import dtype_keyword
-from attnscope.models.toy import default_model_path, default_oracle_path
-from attnscope.models.toy.oracle import Detection, ToyOracle
+from attnscope.models.toy import default_model_path
 from attnscope.models.toy.pipeline import DEFAULT_GUIDANCE_SCALE, ToyWorldPipeline
 from attnscope.schedulers import SCHEDULERS
 
@@ -247,7 +247,7 @@ def evaluate(model: Path, oracle_path: Path, n_prompts: int = 200, seeds: int = 
     ``localise``, the attention maps against its masks); returns the results dict.
     ``kinds`` keeps only prompts of those kinds (default: all); ``scheduler`` samples with
     another scheduler (:mod:`attnscope.schedulers`) than the pipeline's own."""
-    from attnscope.hooks.capture import capture
+    from attnscope.hooks import capture
     from attnscope.schedulers import scheduler_of
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
