@@ -21,7 +21,14 @@ from attnscope.schedulers import FAST, FAST_STEPS, resolve, scheduler_of
 
 @dataclass(frozen=True)
 class Job:
-    """One run to sample: a prompt, a seed and free-form metadata (e.g. prompt_id)."""
+    """One run to sample: a prompt, a seed and free-form metadata.
+
+    Args:
+        prompt: the text prompt.
+        seed: seeds the run's own noise generator.
+        negative_prompt: the CFG negative prompt (``""``: the pipeline's default).
+        extra: JSON metadata stored with the run (e.g. the runner's ``prompt_id``).
+    """
 
     prompt: str
     seed: int
@@ -31,9 +38,16 @@ class Job:
 
 @dataclass(frozen=True)
 class SamplerSettings:
-    """How runs are sampled. ``None`` fields take the pipeline's own default;
-    ``scheduler`` is a name of :mod:`attnscope.schedulers` ("auto", "ddim",
-    "dpm++"); with "auto" and no ``steps``, the fast sampler's step count."""
+    """How runs are sampled; ``None`` fields take the pipeline's own default.
+
+    Args:
+        steps: sampling steps (with ``scheduler="auto"`` and ``None``: the fast
+            sampler's step count).
+        guidance_scale: CFG scale.
+        height, width: image size in pixels.
+        scheduler: a name of :mod:`attnscope.schedulers` ("auto", "ddim", "dpm++");
+            ``None`` keeps the pipeline's own.
+    """
 
     steps: int | None = 50
     guidance_scale: float | None = None
@@ -111,7 +125,22 @@ def generate(
     progress: bool = True,
     description: str = "sampling",
 ) -> np.ndarray:
-    """Sample every job in batches; returns ``(len(jobs), H, W, 3)`` uint8 images."""
+    """Sample every job in batches; returns ``(len(jobs), H, W, 3)`` uint8 images.
+
+    Each run draws its noise from its own generator seeded with ``job.seed``, so an
+    image does not depend on the batch it landed in.
+
+    Args:
+        pipe: the pipeline (:func:`attnscope.load_pipeline`), with any edit applied.
+        jobs: one :class:`Job` (prompt, seed, negative prompt, metadata) per image.
+        settings: steps, guidance scale, size and scheduler (:class:`SamplerSettings`;
+            default: the model's own scheduler, 50 steps).
+        batch_size: images per pipeline call.
+        cap: an open :func:`~attnscope.hooks.front.capture`; runs are labelled
+            with their prompt, seed and metadata and their images stored with the maps.
+        progress: show a progress bar.
+        description: the progress bar's label.
+    """
     images = []
     with tqdm(total=len(jobs), desc=description, unit="img", disable=not progress) as bar:
         for batch in batches(jobs, batch_size):

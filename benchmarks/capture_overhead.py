@@ -40,7 +40,7 @@ import diffusers
 import torch
 
 from attnscope import capture
-from attnscope.hooks.layers import cross_attention_layers
+from attnscope.models.layers import cross_attention_layers
 from attnscope.models.sd14 import random_sd14_pipeline
 
 # The random model's tokenizer knows only a few whole words (others split into bytes); this prompt

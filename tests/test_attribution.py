@@ -7,14 +7,13 @@ import torch
 from attnscope.analyses.attribution import (
     attention_target,
     default_steps,
-    encode,
     integrated_gradients,
     noise_target,
-    tokenize,
     trace,
 )
 from attnscope.analyses.binding import binding_score
 from attnscope.analyses.regions import regions_from_masks
+from attnscope.models.prompts import encode, tokenize
 from attnscope.sampling import SamplerSettings
 
 PROMPT = "a wooden bench and a bird"  # "wooden" is six character tokens in the tiny tokenizer

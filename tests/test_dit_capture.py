@@ -7,7 +7,7 @@ from diffusers.models.embeddings import apply_rotary_emb
 
 from attnscope import capture
 from attnscope.hooks.dit import TransformerCapture
-from attnscope.hooks.dit_layers import transformer_attention_layers
+from attnscope.models.layers import transformer_attention_layers
 from attnscope.hooks.sdpa import SDPACall, selected_probabilities
 from attnscope.hooks.selection import Selection
 from attnscope.models import tiny_flux_pipeline, tiny_pixart_pipeline, tiny_sana_pipeline, tiny_sd3_pipeline

@@ -1,7 +1,5 @@
 """UCE and RECE: the closed forms solve their objectives; the pipeline-level edits behave."""
 
-import argparse
-
 import pytest
 import torch
 
@@ -14,9 +12,10 @@ from attnscope.erasure import (
     kv_parameters,
     uce_matrix,
 )
-from attnscope.erasure.embeddings import encode_prompts, erasure_rows
+from attnscope.erasure.embeddings import erasure_rows
 from attnscope.erasure.layers import KVStack
 from attnscope.models import tiny_sd_pipeline
+from attnscope.models.prompts import encode_prompts
 from attnscope.models.toy import ToyModelConfig, build_toy_pipeline
 from conftest import benchmark
 
@@ -211,30 +210,24 @@ def test_other_architectures_erase_apply_and_sample(builder, request):
 
 
 def test_cli_writes_a_loadable_edit(tmp_path, capsys):
-    from attnscope.commands import erase
+    from attnscope.cli import main
 
-    parser = argparse.ArgumentParser()
-    erase.add_parser(parser.add_subparsers())
     out = tmp_path / "bench.edit"
-    args = parser.parse_args(
-        ["erase", "--method", "rece", "--concept", "bench", "--preserve", "car", "--epochs", "2",
-         "--model", "tiny-sd", "--device", "cpu", "--out", str(out)]
-    )
-    assert erase.run(args) == 0
+    assert main(["erase", "--method", "rece", "--concept", "bench", "--preserve", "car", "--epochs", "2",
+                 "--model", "tiny-sd", "--device", "cpu", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "rece edit of tiny-sd" in printed and "32 tensors changed" in printed and "mid_block" in printed
     edit = Edit.load(out)
     assert edit.meta["epochs"] == 2 and edit.meta["preserved"] == ["car"] and len(edit.stages) == 3
 
-    preset = parser.parse_args(["erase", "--preset", "rece-object", "--concept", "bench", "--epochs", "1",
-                                "--model", "tiny-sd", "--device", "cpu", "--out", str(out), "--overwrite"])
-    assert erase.run(preset) == 0
+    assert main(["erase", "--preset", "rece-object", "--concept", "bench", "--epochs", "1",
+                 "--model", "tiny-sd", "--device", "cpu", "--out", str(out), "--overwrite"]) == 0
     meta = Edit.load(out).meta
     assert meta["token_choice"] == "eos-aligned" and meta["hyper"]["lam_r"] == 1e-3 and meta["epochs"] == 1
-    bad = parser.parse_args(["erase", "--method", "uce", "--concept", "bench", "--epochs", "2",
-                             "--model", "tiny-sd", "--device", "cpu", "--out", str(out), "--overwrite"])
-    with pytest.raises(ValueError, match="RECE"):
-        erase.run(bad)
+    capsys.readouterr()
+    assert main(["erase", "--method", "uce", "--concept", "bench", "--epochs", "2",
+                 "--model", "tiny-sd", "--device", "cpu", "--out", str(out), "--overwrite"]) == 2
+    assert "RECE" in capsys.readouterr().err
 
 
 def test_timing_benchmark_runs_in_smoke_mode(tmp_path):

@@ -15,8 +15,8 @@ from attnscope.figures.side_effects import metric_intervals, retain_by
 from attnscope.models.toy import ToyModelConfig, build_toy_pipeline
 from attnscope.report import ReportInputs, StateInfo, write_leakage_report
 from attnscope.report.examples import Leak, find_leaks, leak_regions, render_side
-from attnscope.runner import index_runs
 from attnscope.store import RunFile
+from attnscope.store.reader import index_runs
 
 EVIL = "<img src=x onerror=alert(1)>"
 
@@ -141,6 +141,27 @@ def test_before_after_run_files_give_the_same_numbers(generated, tmp_path):
     assert again["erased"] == "bench"
     for table in ("target", "retain", "leakage"):
         assert again["tables"][table] == [r for r in first["tables"][table] if r["method"] in ("base", "uce")]
+
+
+def test_phases_resume_a_state_and_report_only_what_is_complete(generated, tmp_path, capsys):
+    model, done = generated
+    out = tmp_path / "phased"
+    shutil.copytree(done, out)
+    command = ["leakage-report", "--erase", "bench", "--method", "uce", "--method", "rece", "--model", str(model),
+               "--steps", "2", "--seeds", "1", "--batch-size", "8", "--threads", "1", "--no-progress",
+               "--out", str(out)]
+    capsys.readouterr()
+    assert cli.main([*command, "--state", "uce"]) == 0  # sampled and judged already: nothing to do
+    assert "uce-bench: all" in capsys.readouterr().out and not (out / "uce-bench.timing.json").exists()
+    (out / "rece-bench.answers.csv").unlink()
+    assert cli.main([*command, "--report-only"]) == 1
+    assert "rece-bench: no answers" in capsys.readouterr().err
+    assert cli.main([*command, "--report-only", "--state", "base", "--state", "uce"]) == 0
+    summary = (out / "summary.md").read_text()
+    assert "erasing “bench” with UCE" in summary and "| base | no timing file |" in summary
+    assert "### target" in summary and "Not measured" in summary
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert {r["method"] for r in metrics["tables"]["target"]} == {"base", "uce"}
 
 
 BROWSER = pytest.mark.skipif(os.environ.get("ATTNSCOPE_BROWSER_TESTS") != "1" or not shutil.which("chromium"),

@@ -14,9 +14,10 @@ from attnscope import cli
 from attnscope.datasets.see import build_pair_prompts, build_toy_prompts, split, toy_recipe
 from attnscope.judges import ToyOracle
 from attnscope.models.toy import ToyModelConfig, build_toy_pipeline
-from attnscope.runner import BASE, RECORD_COLUMNS, Ledger, Plan, Reduction, edited_states, index_runs, job_key, run_benchmark
+from attnscope.runner import BASE, RECORD_COLUMNS, Ledger, Plan, Reduction, edited_states, job_key, run_benchmark
 from attnscope.sampling import SamplerSettings
 from attnscope.store import RunFile
+from attnscope.store.reader import index_runs
 
 SETTINGS = SamplerSettings(steps=2)
 

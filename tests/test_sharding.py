@@ -12,9 +12,10 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from attnscope.report import side_effect_metrics
-from attnscope.runner import Shard, index_runs, job_key, read_ledgers
+from attnscope.runner import Shard, job_key, read_ledgers
 from attnscope.sampling import batches
 from attnscope.store import RunFile
+from attnscope.store.reader import index_runs
 
 WORLD = 2
 BATCH = 2

@@ -6,14 +6,13 @@ from attnscope.analyses.side_effects import (
     attribute_leakage,
     bin_by,
     evasion,
-    read_records_csv,
     retain_accuracy,
     side_effect_tables,
     subject_role,
     target_accuracy,
     to_markdown,
-    write_csv,
 )
+from attnscope.store.tables import read_records, write_table
 
 
 def judged(method, prompt_id, check, subject, answers, *, obj, role, erased="bench", **split):
@@ -121,8 +120,8 @@ def test_bin_by_labels_similarities():
 
 def test_csv_round_trip_and_markdown(tmp_path):
     path = tmp_path / "records.csv"
-    write_csv(RECORDS, path)
-    records = read_records_csv(path)
+    write_table(RECORDS, path)
+    records = read_records(path)
     assert by_method(target_accuracy(records))["uce"]["estimate"] == 0.25
     assert {r["attr_distance"] for r in retain_accuracy(records, by="attr_distance")} == {0, 1}
     table = to_markdown(target_accuracy(RECORDS))

@@ -59,58 +59,12 @@ import numpy as np
 import torch
 
 from attnscope.analyses.regions import regions_from_attention, regions_from_masks
-from attnscope.hooks.layers import CrossAttentionLayer, cross_attention_layers, select_layers
-from attnscope.store.tokens import clean, group_words
+from attnscope.models.layers import CrossAttentionLayer, cross_attention_layers, select_layers
+from attnscope.models.prompts import encode, single_text_encoder, tokenize
+from attnscope.store.tokens import clean
 
 Measure = Literal["share", "mass"]
 TextFunction = Callable[[torch.Tensor], torch.Tensor]
-
-
-# --------------------------------------------------------------------------- tokens
-
-
-@dataclass(frozen=True)
-class Tokens:
-    """A prompt tokenised as the pipeline does: ``ids`` (1, L) padded to the encoder's length.
-
-    ``texts``: the token strings of positions ``0 … end`` (start token, the
-    prompt's tokens, end token); ``word_of[p]``: index into ``words`` of the
-    word position ``p`` belongs to, -1 for special tokens.
-    """
-
-    ids: torch.Tensor
-    texts: tuple[str, ...]
-    word_of: tuple[int, ...]
-    words: tuple[str, ...]
-
-    def positions(self, word: str) -> list[int]:
-        """Positions of every token of every occurrence of ``word``."""
-        if word not in self.words:
-            raise KeyError(f"word {word!r} is not in the prompt's words {list(self.words)}")
-        return [p for p, w in enumerate(self.word_of) if w >= 0 and self.words[w] == word]
-
-
-def tokenize(pipe, prompt: str) -> Tokens:
-    """Token ids of ``prompt`` padded to ``pipe.tokenizer.model_max_length``, with word labels."""
-    tokenizer = pipe.tokenizer
-    ids = tokenizer(prompt, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
-                    return_tensors="pt").input_ids
-    n_real = len(tokenizer(prompt, truncation=True).input_ids)  # start, words, end
-    texts = tokenizer.convert_ids_to_tokens(ids[0, :n_real].tolist())
-    word_of, words = group_words(texts)
-    return Tokens(ids, tuple(texts), tuple(word_of), tuple(words))
-
-
-def _text_encoder(pipe):
-    if getattr(pipe, "text_encoder_2", None) is not None:
-        raise ValueError("token attribution supports pipelines with one text encoder (SD 1.x/2.x, toy), not SDXL")
-    return pipe.text_encoder
-
-
-def encode(pipe, ids: torch.Tensor) -> torch.Tensor:
-    """The text encoder's last hidden state (B, L, d) for ids (B, L): the UNet's conditioning."""
-    encoder = _text_encoder(pipe)
-    return encoder(ids.to(encoder.device))[0]
 
 
 # --------------------------------------------------------------------------- one sampling pass
@@ -304,7 +258,7 @@ def noise_target(pipe, trace: Trace, baseline: str = "") -> Target:
 class TokenAttribution:
     """Integrated-gradients attribution of one target to the prompt's tokens.
 
-    ``texts``/``word_of``/``words``: as in :class:`Tokens` (positions
+    ``texts``/``word_of``/``words``: as in :class:`~attnscope.models.prompts.Tokens` (positions
     ``0 … end``); ``values``: (end + 1,) attribution per position, summed
     over the embedding dimension; ``target``/``baseline``: ``F`` at the
     prompt and at the empty prompt; ``delta``: ``Σ values − (target − baseline)``
@@ -365,7 +319,7 @@ def integrated_gradients(
     """
     from captum.attr import LayerIntegratedGradients
 
-    encoder = _text_encoder(pipe)
+    encoder = single_text_encoder(pipe)
     tokens, base = tokenize(pipe, prompt), tokenize(pipe, baseline)
     device = encoder.device
 
@@ -392,3 +346,44 @@ def integrated_gradients(
         delta=float(delta[0]),
         n_steps=n_steps,
     )
+
+
+@dataclass(frozen=True)
+class WordAttribution:
+    """Attributions of one word's attention (and of the prediction) in one sampled trajectory.
+
+    ``trace``: the sampling pass; ``regions``: ``{object: bool (H, W)}`` from the
+    objects' own attention; ``results``: one :class:`TokenAttribution` per
+    object (the word's attention in its region), then the noise target if asked.
+    """
+
+    word: str
+    trace: Trace
+    regions: dict[str, np.ndarray]
+    results: list[TokenAttribution]
+
+
+def attribute_word(
+    pipe,
+    prompt: str,
+    word: str,
+    objects: Sequence[str],
+    *,
+    seed: int = 0,
+    settings=None,
+    steps: Sequence[int] | None = None,
+    layers: str | Sequence[str] = "all",
+    measure: Measure = "share",
+    noise: bool = True,
+    ig_steps: int = 16,
+) -> WordAttribution:
+    """Sample ``prompt`` once (:func:`trace`) and attribute, for every object, ``word``'s attention
+    in that object's region (:func:`attention_target`), and with ``noise`` the prediction's change
+    (:func:`noise_target`), to the prompt's tokens (:func:`integrated_gradients`, ``ig_steps`` points)."""
+    recorded = trace(pipe, prompt, seed=seed, settings=settings, steps=steps, layers=layers)
+    regions = recorded.regions(objects)
+    targets = [attention_target(pipe, recorded, word, regions[o], measure=measure, label=o) for o in objects]
+    if noise:
+        targets.append(noise_target(pipe, recorded))
+    results = [integrated_gradients(pipe, prompt, target, n_steps=ig_steps) for target in targets]
+    return WordAttribution(word, recorded, regions, results)

@@ -35,11 +35,14 @@ images ``W e (+ b)`` of the text vectors under that layer's projections.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal, Sequence
 
 import numpy as np
 import torch
+
+from attnscope.models.layers import cross_attention_layers
+from attnscope.models.prompts import tokenize
 
 TEXT = "text"
 REPS = ("last", "eos", "mean")
@@ -67,12 +70,9 @@ class KVImages:
 
 
 def cross_attention_projections(unet: torch.nn.Module) -> dict[str, tuple[torch.nn.Linear, torch.nn.Linear]]:
-    """``{layer name: (to_k, to_v)}`` for every cross-attention module (name ending in ``attn2``)."""
-    return {
-        name: (module.to_k, module.to_v)
-        for name, module in unet.named_modules()
-        if name.endswith("attn2") and hasattr(module, "to_k")
-    }
+    """``{layer name: (to_k, to_v)}`` for every cross-attention layer
+    (:func:`~attnscope.models.layers.cross_attention_layers`), in forward order."""
+    return {layer.name: (layer.module.to_k, layer.module.to_v) for layer in cross_attention_layers(unet)}
 
 
 @torch.no_grad()
@@ -81,7 +81,7 @@ def kv_images(pipe, concepts: Sequence[str]) -> KVImages:
 
     Uses ``pipe.encode_prompt`` so the vectors are exactly the conditioning
     the UNet sees (SD 1.x/2.x; SDXL's two encoders concatenated). Token
-    positions come from ``pipe.tokenizer``: BOS, the word tokens, then EOS.
+    positions come from :func:`~attnscope.models.prompts.tokenize`: BOS, the word tokens, then EOS.
     Call it once on the base pipeline and once inside ``edit.applied(pipe)``.
     """
     concepts = tuple(concepts)
@@ -89,8 +89,8 @@ def kv_images(pipe, concepts: Sequence[str]) -> KVImages:
     encoded = pipe.encode_prompt(
         prompt=list(concepts), device=device, num_images_per_prompt=1, do_classifier_free_guidance=False
     )[0]  # (C, 77, d_text)
-    ids = [pipe.tokenizer(c, truncation=True).input_ids[1:-1] for c in concepts]
-    n_words = torch.tensor([max(len(i), 1) for i in ids], device=encoded.device)
+    words = [tokenize(pipe, c).texts[1:-1] for c in concepts]  # the word tokens, without start and end
+    n_words = torch.tensor([max(len(w), 1) for w in words], device=encoded.device)
     rows = torch.arange(len(concepts), device=encoded.device)
     positions = torch.arange(encoded.shape[1], device=encoded.device)
     in_word = (positions[None, :] >= 1) & (positions[None, :] <= n_words[:, None])  # (C, 77)
@@ -108,8 +108,8 @@ def kv_images(pipe, concepts: Sequence[str]) -> KVImages:
     return KVImages(
         concepts=concepts,
         vectors=vectors,
-        tokens=tuple(tuple(pipe.tokenizer.convert_ids_to_tokens(i)) for i in ids),
-        token_vectors=tuple(_numpy(encoded[c, 1 : 1 + len(i)]) for c, i in enumerate(ids)),
+        tokens=tuple(tuple(w) for w in words),
+        token_vectors=tuple(_numpy(encoded[c, 1 : 1 + len(w)]) for c, w in enumerate(words)),
     )
 
 
@@ -261,3 +261,29 @@ def map_2d(
         raise ValueError(f"method must be 'pca' or 'umap', not {method!r}")
     c = len(before.concepts)
     return Map2D(before.concepts, space, method, xy[:c], xy[c:])
+
+
+def centred(kv: KVImages) -> KVImages:
+    """``kv`` minus its own mean over the concept set, per representation and space.
+
+    Text embeddings share a large common component (every toy-world concept
+    has cosine > 0.9 with every other), and an erasure shifts every concept
+    along much the same direction. Centring each state on its own mean
+    removes both: cosines become correlations over the concept set, and a
+    displacement says how a concept moved *relative to the set*. The
+    numbers depend on the concept set.
+    """
+    vectors = {rep: {space: v - v.mean(axis=0) for space, v in spaces.items()} for rep, spaces in kv.vectors.items()}
+    return replace(kv, vectors=vectors)
+
+
+def edit_entanglement(pipe, edit, concepts: Sequence[str], target: str, *, rep: str = "last",
+                      centre: bool = False) -> tuple[EntanglementResult, KVImages, KVImages]:
+    """``(result, before, after)``: the concepts' K/V images with the base weights and with ``edit``
+    applied (:func:`centred` with ``centre``) and their :func:`compare` result."""
+    before = kv_images(pipe, concepts)
+    with edit.applied(pipe):
+        after = kv_images(pipe, concepts)
+    if centre:
+        before, after = centred(before), centred(after)
+    return compare(before, after, target, rep=rep), before, after

@@ -114,10 +114,16 @@ def run_localisation(runs, run: int, masks: Mapping[str, np.ndarray], layers: st
                      threshold: float = DAAM_THRESHOLD) -> dict[str, dict[str, float]]:
     """IoU and mass ratio of each word's heat map with its mask, for one run of a run file.
 
-    ``runs``: a :class:`~attnscope.store.reader.RunFile`; ``masks``: ``{word:
-    (H, W) bool}`` at image resolution (e.g. from the toy oracle or a
-    segmentation model); ``layers``: which layers to aggregate (default all).
-    Returns ``{word: {"iou": ..., "mass_ratio": ...}}``.
+    Args:
+        runs: a :class:`~attnscope.store.reader.RunFile`.
+        run: the run's index in it.
+        masks: ``{word: (H, W) bool}`` at image resolution (e.g. from the toy
+            oracle or a segmentation model).
+        layers: which layers to aggregate (default all; names, globs or places).
+        threshold: the heat level that counts as attended (DAAM's 0.4).
+
+    Returns:
+        ``{word: {"iou": ..., "mass_ratio": ...}}``.
     """
     out = {}
     for word, mask in masks.items():

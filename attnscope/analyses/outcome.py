@@ -221,7 +221,7 @@ def attention_features(before, after, images: Sequence[Mapping[str, Any]], *,
                        layers: Sequence[str] | None = None) -> list[dict[str, Any]]:
     """``images`` (from :func:`leakage_images`) with :data:`FEATURES` and dispersal measured in two run files.
 
-    Runs are found by prompt id and seed (:func:`~attnscope.runner.run.index_runs`);
+    Runs are found by prompt id and seed (:func:`~attnscope.store.reader.index_runs`);
     images without both runs are left out. Besides the features, each row gets
     ``{role}_{quantity}_{before|after}`` for every role of :data:`ROLES` and
     quantity of :func:`~attnscope.analyses.dispersal.dispersal` (``in_object``:
@@ -230,7 +230,7 @@ def attention_features(before, after, images: Sequence[Mapping[str, Any]], *,
     from attnscope.analyses.binding import binding_score, relative_binding
     from attnscope.analyses.dispersal import layers_dispersal
     from attnscope.analyses.regions import regions_from_attention, regions_from_masks
-    from attnscope.runner.run import index_runs
+    from attnscope.store.reader import index_runs
 
     names = list(layers or [spec.name for spec in before.layers])
     index_before, index_after = index_runs(before), index_runs(after)

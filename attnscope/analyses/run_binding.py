@@ -139,9 +139,10 @@ def pair_runs(before: RunFile, after: RunFile) -> list[Pair]:
 
 def known_objects(prompt: str) -> list[str]:
     """Words of ``prompt`` that are toy-world or COCO class/superclass nouns, in prompt order."""
-    from attnscope.datasets import coco, toyworld
+    from attnscope.datasets import coco
+    from attnscope.datasets import toy_vocabulary as toy
 
-    nouns = set(toyworld.CLASSES) | set(toyworld.HIERARCHY) | {c for cs in coco.HIERARCHY.values() for c in cs}
+    nouns = set(toy.CLASSES) | set(toy.HIERARCHY) | {c for cs in coco.HIERARCHY.values() for c in cs}
     words = prompt.lower().replace(",", " ").split()
     return list(dict.fromkeys(w for w in words if w in nouns))
 
@@ -299,12 +300,24 @@ def drift_study(
 ) -> DriftStudy:
     """Measure ``word``'s binding in every pair of runs (same prompt and seed) of two files.
 
-    ``objects``: the object nouns (default: the known nouns of the first
-    prompt, see :func:`known_objects`); ``own``: the object ``word``
-    describes (default: parsed from the prompt, attribute before its noun);
-    ``regions``: ``"attention"`` or ``"oracle"`` (then ``oracle`` is a
-    :class:`~attnscope.models.toy.oracle.ToyOracle`), from the before run;
-    ``layers``: names (default all stored). Both files must store the same steps.
+    Both files must store the same steps.
+
+    Args:
+        before: the run file captured without the edit.
+        after: the run file captured with it (same prompts and seeds).
+        word: the attribute word, e.g. ``"wooden"``.
+        objects: the object nouns (default: the known nouns of the first
+            prompt, see :func:`known_objects`).
+        own: the object ``word`` describes (default: parsed from the prompt,
+            attribute before its noun).
+        regions: object regions from the before run's ``"attention"`` maps or
+            from the ``"oracle"``.
+        oracle: a :class:`~attnscope.judges.toy_oracle.ToyOracle` for ``regions="oracle"``.
+        layers: layer names (default: all stored).
+
+    Returns:
+        A :class:`DriftStudy`: per pair, layer and step the binding before and
+        after; ``summary()``, ``intervals()`` and ``rows()`` condense it.
     """
     pairs = pair_runs(before, after)
     if not pairs:

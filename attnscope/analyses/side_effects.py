@@ -50,15 +50,14 @@ Every table row holds ``method``, ``erased`` (plus any grouping column),
 ``n_prompts``, ``n_answers``, ``estimate``, ``low``, ``high`` (95 % cluster
 bootstrap over prompts, seeds nested) and, for edited methods when base rows
 exist, ``delta``, ``delta_low``, ``delta_high``: method − base on the same
-prompts, from a paired bootstrap. Tables are lists of dicts (pandas is not a
-dependency); :func:`write_csv` and :func:`to_markdown` write them out.
+prompts, from a paired bootstrap. Tables are lists of dicts;
+:func:`attnscope.store.tables.write_table` writes them (CSV, Parquet) and
+:func:`to_markdown` formats them.
 """
 
 from __future__ import annotations
 
-import csv
 import math
-from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from attnscope.analyses.stats import cluster_bootstrap_ci, paired_cluster_bootstrap
@@ -209,35 +208,6 @@ def bin_by(
                     break
         out.append({**r, into: label})
     return out
-
-
-def write_csv(rows: Sequence[Mapping[str, Any]], path: str | Path) -> None:
-    """Write a table (or records) as CSV; columns in first-seen order across rows."""
-    columns: dict[str, None] = {}
-    for r in rows:
-        columns.update(dict.fromkeys(r))
-    with open(path, "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=list(columns))
-        writer.writeheader()
-        writer.writerows(rows)
-
-
-def read_records_csv(path: str | Path) -> list[Row]:
-    """Records from a CSV (e.g. written by :func:`write_csv`), with typed
-    ``judged_yes``/``evasion`` (bool), ``seed``/``attr_distance`` (int) and
-    ``text_similarity`` (float; empty → NaN)."""
-    with open(path, newline="", encoding="utf-8") as f:
-        rows = list(csv.DictReader(f))
-    for r in rows:
-        for key in ("judged_yes", "evasion"):
-            if key in r:
-                r[key] = _truthy(r[key])
-        for key in ("seed", "attr_distance"):
-            if r.get(key) not in (None, ""):
-                r[key] = int(r[key])
-        if "text_similarity" in r:
-            r["text_similarity"] = float(r["text_similarity"]) if r["text_similarity"] != "" else math.nan
-    return rows
 
 
 def to_markdown(rows: Sequence[Row], group: Sequence[str] = ("method", "erased")) -> str:

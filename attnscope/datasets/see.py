@@ -25,7 +25,6 @@ CSV, so ``pandas.DataFrame([r.to_row() for r in rows])`` is a DataFrame.
 from __future__ import annotations
 
 import csv
-import importlib.util
 import itertools
 import math
 import random
@@ -38,6 +37,8 @@ from typing import Iterator, Mapping, Sequence
 import torch
 
 from attnscope.datasets import coco
+from attnscope.datasets import toy_vocabulary as toy
+from attnscope.store.tables import write_table
 
 SLOTS: tuple[str, ...] = ("size", "colour", "material")
 """Attribute slots, in template order."""
@@ -125,14 +126,12 @@ class Recipe:
 
 
 def toy_recipe(template: str = TOY_TEMPLATE, pair_template: str = TOY_PAIR_TEMPLATE) -> Recipe:
-    """The recipe of the toy world, from :mod:`attnscope.datasets.toyworld`'s vocabulary.
+    """The recipe of the toy world, from :mod:`attnscope.datasets.toy_vocabulary`.
 
     The default templates use only toy-caption words ("a small red wooden car").
     """
-    from attnscope.datasets import toyworld  # lazy: the renderer pulls in torch kernels
-
-    vocabulary = Vocabulary(size=tuple(toyworld.SIZES), colour=tuple(toyworld.COLOURS), material=tuple(toyworld.MATERIALS))
-    return Recipe(dict(toyworld.HIERARCHY), vocabulary, template, pair_template)
+    vocabulary = Vocabulary(size=tuple(toy.SIZES), colour=tuple(toy.COLOURS), material=tuple(toy.MATERIALS))
+    return Recipe(dict(toy.HIERARCHY), vocabulary, template, pair_template)
 
 
 # --------------------------------------------------------------------------- rows
@@ -492,41 +491,14 @@ def embed_texts(
 # --------------------------------------------------------------------------- export
 
 
-def _has_pyarrow() -> bool:
-    return importlib.util.find_spec("pyarrow") is not None
-
-
-def _csv_value(value: object) -> object:
-    return "" if isinstance(value, float) and math.isnan(value) else value
-
-
-def write_table(records: Sequence[Mapping[str, object]], columns: Sequence[str], path: str | Path) -> Path:
-    """Write dict rows with keys ``columns`` to ``.csv`` (NaN as empty), or ``.parquet`` (needs pyarrow)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if path.suffix == ".parquet":
-        if not _has_pyarrow():
-            raise ImportError(f"writing {path} needs pyarrow, which is not installed; write .csv instead")
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
-        pq.write_table(pa.Table.from_pylist(list(records)), path)
-        return path
-    with path.open("w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=list(columns))
-        writer.writeheader()
-        writer.writerows({k: _csv_value(v) for k, v in r.items()} for r in records)
-    return path
-
-
 def export(
-    rows: Sequence[SeePrompt | SplitRow], out_dir: str | Path, *, stem: str = "see", parquet: bool | None = None
+    rows: Sequence[SeePrompt | SplitRow], out_dir: str | Path, *, stem: str = "see", parquet: bool = True
 ) -> list[Path]:
-    """Write ``{stem}_prompts`` and ``{stem}_questions`` tables into ``out_dir``.
+    """Write ``{stem}_prompts`` and ``{stem}_questions`` tables into ``out_dir``
+    (:func:`attnscope.store.tables.write_table`).
 
-    CSV always; Parquet as well when ``parquet`` is true, or when it is
-    ``None`` and pyarrow is importable. Schema: ``docs/see.md``. Returns the
-    paths written.
+    CSV always; Parquet as well unless ``parquet`` is false. Schema:
+    ``docs/see.md``. Returns the paths written.
     """
     is_split = bool(rows) and isinstance(rows[0], SplitRow)
     prompts = [r.prompt for r in rows] if is_split else list(rows)
@@ -534,9 +506,9 @@ def export(
         f"{stem}_prompts": ([r.to_row() for r in rows], PROMPT_COLUMNS + (SPLIT_COLUMNS if is_split else ())),
         f"{stem}_questions": ([q.to_row() for p in prompts for q in p.questions], QUESTION_COLUMNS),
     }
-    suffixes = [".csv"] + ([".parquet"] if (parquet or (parquet is None and _has_pyarrow())) else [])
+    suffixes = [".csv"] + ([".parquet"] if parquet else [])
     return [
-        write_table(records, columns, Path(out_dir) / f"{name}{suffix}")
+        write_table(records, Path(out_dir) / f"{name}{suffix}", columns)
         for name, (records, columns) in tables.items()
         for suffix in suffixes
     ]

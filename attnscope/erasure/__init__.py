@@ -27,7 +27,6 @@ _EXPORTS = {
     "TOKEN_CHOICES": "methods",
     "METHODS": "methods",
     "EraseKeys": "embeddings",
-    "encode_prompts": "embeddings",
     "kv_parameters": "layers",
     "edit_from_lora": "loaders",
     "edit_from_unet_state_dict": "loaders",

@@ -100,7 +100,7 @@ def edit_meta(pipe, method: str, **fields: Any) -> dict[str, Any]:
     If ``pipe`` already has edits applied, the new edit was computed on top of
     them; their metadata is recorded under ``on_top_of``.
     """
-    from attnscope import __version__
+    from attnscope._version import __version__
 
     meta = {
         "method": method,
@@ -130,12 +130,21 @@ def _parameter(pipe, name: str) -> torch.nn.Parameter:
 class Edit:
     """Changed tensors (new values, by pipeline-relative name) + JSON metadata + artifacts.
 
+    Made by :func:`~attnscope.erasure.uce.erase_uce`, :func:`~attnscope.erasure.rece.erase_rece`
+    or a loader; ``with edit.applied(pipe): ...`` applies it in place and reverts it
+    exactly (hooks stay attached); ``edit.save(path)`` / ``Edit.load(path)`` keep it.
+
+    Args:
+        tensors: ``{pipeline-relative parameter name: new value}``, e.g.
+            ``"unet.up_blocks.1.attentions.0.transformer_blocks.0.attn2.to_k.weight"``.
+        meta: JSON metadata (below).
+        artifacts: tensors saved with the edit but never applied.
+
     ``meta`` keys written by attnscope's methods: ``method``, ``concepts``,
     ``guides``, ``preserved``, ``hyper`` (method hyper-parameters),
     ``token_choice``, ``progressive``, ``layers``, ``stages`` (labels of the
     intermediate weights, e.g. ``["uce", "rece epoch 1", ...]``),
     ``base_model``, ``base_fingerprint``, ``attnscope_version``, ``created``.
-    ``artifacts`` are tensors that are saved but never applied.
     """
 
     tensors: dict[str, torch.Tensor]

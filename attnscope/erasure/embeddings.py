@@ -32,17 +32,9 @@ from typing import Literal, Sequence
 import torch
 
 from attnscope.erasure.methods import TOKEN_CHOICES
+from attnscope.models.prompts import EncodedPrompt, encode_prompts
 
 TokenChoice = Literal["last", "eos-aligned"]
-
-
-@dataclass(frozen=True)
-class EncodedPrompt:
-    """One prompt's text embedding ``(L, d)`` (float32) and its last word token's index."""
-
-    text: str
-    embedding: torch.Tensor
-    last_word: int
 
 
 @dataclass(frozen=True)
@@ -59,56 +51,6 @@ class EraseKeys:
     keys: torch.Tensor
     guide_keys: torch.Tensor
     positions: tuple[int, ...]
-
-
-def _text_device(pipe) -> torch.device:
-    return next(pipe.text_encoder.parameters()).device
-
-
-def last_word_index(input_ids: Sequence[int], tokenizer) -> int:
-    """Index of the last word token: the token before the first EOS (0 if none precedes it).
-
-    Without an EOS token id, the end is the first padding position (or ``L``).
-    """
-    ids = list(input_ids)
-    eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
-    if eos is not None and eos in ids:
-        end = ids.index(eos)
-    elif pad is not None and pad in ids:
-        end = ids.index(pad)
-    else:
-        end = len(ids)
-    return max(end - 1, 0)
-
-
-@torch.no_grad()
-def encode_prompts(pipe, prompts: Sequence[str]) -> list[EncodedPrompt]:
-    """Encode ``prompts`` as the pipeline conditions on them (no CFG, one image each)."""
-    prompts = list(prompts)
-    if type(pipe).__name__.startswith("Sana"):
-        raise NotImplementedError(
-            "Sana conditions on Gemma states of the prompt after its complex human instruction (a causal encoder), "
-            "so a concept's rows depend on that instruction; closed-form edits of Sana are not supported yet"
-        )
-    tokenizer = pipe.tokenizer
-    tokens = tokenizer(
-        prompts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt"
-    )
-    device = _text_device(pipe)
-    if getattr(pipe, "text_encoder_2", None) is not None:
-        embeddings = pipe.encode_prompt(
-            prompt=prompts, device=device, num_images_per_prompt=1, do_classifier_free_guidance=False
-        )[0]
-    else:
-        config = pipe.text_encoder.config
-        # PixArt and Sana pass the padding mask to their T5/Gemma encoder; the toy model says so in its config
-        use_mask = getattr(config, "use_attention_mask", False) or config.model_type in ("t5", "umt5", "gemma2")
-        mask = tokens.attention_mask.to(device) if use_mask else None
-        embeddings = pipe.text_encoder(tokens.input_ids.to(device), attention_mask=mask)[0]
-    return [
-        EncodedPrompt(p, e.float(), last_word_index(ids.tolist(), tokenizer))
-        for p, e, ids in zip(prompts, embeddings, tokens.input_ids)
-    ]
 
 
 def pair_rows(concept: EncodedPrompt, guide: EncodedPrompt, token_choice: TokenChoice) -> EraseKeys:

@@ -1,7 +1,7 @@
 """The weights closed-form erasure edits: cross-attention ``to_k``/``to_v``.
 
 Cross-attention layers are found and selected as capture does
-(:mod:`attnscope.hooks.layers`, :mod:`attnscope.hooks.dit_layers`): diffusers
+(:func:`attnscope.models.layers.text_key_layers`): diffusers
 ``Attention`` modules whose keys come from the text, named ``...attn2`` in
 SD 1.x/2.x, SDXL, the toy model, PixArt and Sana. A layer's key and value
 projections map a text embedding ``c`` (``d`` = the text encoder's width) to
@@ -26,30 +26,9 @@ from typing import Sequence
 
 import torch
 
-from attnscope.hooks.dit_layers import backbone, transformer_attention_layers
-from attnscope.hooks.layers import cross_attention_layers
-from attnscope.hooks.layers import select_layers as select_cross_attention
+from attnscope.models.layers import backbone, text_key_layers
 
 PROJECTIONS = ("to_k", "to_v")
-
-
-def select_layers(pipe, layers: str | Sequence[str] = "all") -> list[str]:
-    """Module paths (within the UNet or transformer) of the cross-attention layers matching ``layers``.
-
-    ``layers``: ``"all"``, or names, globs (``"up_blocks.*"``) and places
-    (``"down"``, ``"mid"``, ``"up"``, ``"cross"``), as capture selects them.
-    """
-    component, module = backbone(pipe)
-    if component == "unet":
-        found = cross_attention_layers(module)
-    else:
-        found = [layer for layer in transformer_attention_layers(module) if not layer.joint]
-    if not found:
-        raise ValueError(
-            f"{type(module).__name__} has no cross-attention layers to edit (joint-attention MM-DiTs such as "
-            "SD3 and Flux have no closed-form UCE/RECE edit; see docs/dit.md)"
-        )
-    return [layer.name for layer in select_cross_attention(found, layers)]
 
 
 def kv_parameters(pipe, layers: str | Sequence[str] = "all") -> dict[str, torch.nn.Parameter]:
@@ -57,12 +36,11 @@ def kv_parameters(pipe, layers: str | Sequence[str] = "all") -> dict[str, torch.
 
     Biases are left alone (SD's projections have none; PixArt's cancel; UCE/RECE edit weights only).
     """
-    component, module = backbone(pipe)
+    component = backbone(pipe)[0]
     params = {}
-    for layer in select_layers(pipe, layers):
-        attn = module.get_submodule(layer)
+    for layer in text_key_layers(pipe, layers):
         for proj in PROJECTIONS:
-            params[f"{component}.{layer}.{proj}.weight"] = getattr(attn, proj).weight
+            params[f"{component}.{layer.name}.{proj}.weight"] = getattr(layer.module, proj).weight
     return params
 
 

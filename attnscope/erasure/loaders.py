@@ -35,7 +35,7 @@ from safetensors.torch import load_file
 
 from attnscope.erasure.edit import Edit, changes, edit_meta
 from attnscope.errors import UnreadableFile
-from attnscope.hooks.dit_layers import backbone
+from attnscope.models.layers import backbone
 
 LDM_UNET_PREFIX = "model.diffusion_model."
 _STRIPPED_PREFIXES = ("module.", "unet.", "transformer.")

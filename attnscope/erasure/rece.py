@@ -112,18 +112,33 @@ def erase_rece(
 ) -> Edit:
     """RECE-erase ``concepts``: a UCE edit, then ``epochs`` adversarial epochs; returns the Edit (not applied).
 
-    ``lam``, ``erase_scale``, ``preserve_scale``: the UCE solve's λ, η_e, η_p
-    (the RECE scripts' defaults 0.1, 1, 0.1; the initial UCE uses ``uce_lam``
-    for λ when given); ``lam_r``: the
-    regulariser of the adversarial embedding. ``start``: an existing edit of
-    the same K/V weights (e.g. a released UCE checkpoint through
-    :func:`~attnscope.erasure.loaders.edit_from_unet_state_dict`) to start from
-    instead of computing UCE; one-shot only. ``progressive``: UCE + epochs for
-    one concept at a time, each step's adversarial embedding derived against
-    the weights that step started from. Stages are labelled ``"uce"``,
-    ``"rece epoch 1"``, ... (prefixed ``"<concept>: "`` when progressive);
-    artifacts ``keys/<k>`` hold concept ``k``'s erased rows ``(n, d)`` and
-    ``adversarial/<stage>/<k>`` its ``c'`` after that stage.
+    Stages are labelled ``"uce"``, ``"rece epoch 1"``, ... (prefixed
+    ``"<concept>: "`` when progressive); artifacts ``keys/<k>`` hold concept
+    ``k``'s erased rows ``(n, d)`` and ``adversarial/<stage>/<k>`` its ``c'``
+    after that stage.
+
+    Args:
+        pipe: the pipeline to edit (a UNet or a cross-attention DiT such as PixArt).
+        concepts: the phrases to erase, e.g. ``["bench"]``.
+        guides: what each concept should look like instead: one per concept or
+            one for all (default ``""``).
+        preserve: concepts whose keys/values should not move.
+        epochs: adversarial epochs after the UCE edit.
+        lam, erase_scale, preserve_scale: the UCE solve's λ, η_e, η_p (the RECE
+            scripts' defaults 0.1, 1, 0.1).
+        lam_r: the regulariser of the adversarial embedding.
+        uce_lam: λ of the initial UCE edit (default ``lam``).
+        token_choice: ``"last"`` or ``"eos-aligned"`` (see :func:`~attnscope.erasure.uce.erase_uce`).
+        layers: which cross-attention layers to edit (``"all"``, names, globs, places).
+        progressive: UCE + epochs for one concept at a time, each step's
+            adversarial embedding derived against the weights that step started from.
+        start: an existing edit of the same K/V weights (e.g. a released UCE
+            checkpoint through :func:`~attnscope.erasure.loaders.edit_from_unet_state_dict`)
+            to start from instead of computing UCE; one-shot only.
+        keep_stages: save the intermediate weights as artifacts.
+
+    Returns:
+        The :class:`~attnscope.erasure.edit.Edit`, not applied.
     """
     if start is not None and progressive:
         raise ValueError("start= is for one-shot RECE; progressive RECE computes its own UCE per concept")

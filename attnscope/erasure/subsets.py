@@ -31,7 +31,7 @@ class Subset:
 
 def layer_resolutions(pipe) -> dict[str, str]:
     """``{layer name: "HxW"}`` of every cross-attention layer at the UNet's default latent size."""
-    from attnscope.hooks.layers import cross_attention_layers
+    from attnscope.models.layers import cross_attention_layers
 
     size = pipe.unet.config.sample_size
     latent = (size, size) if isinstance(size, int) else tuple(size)

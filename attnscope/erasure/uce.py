@@ -37,7 +37,8 @@ import torch
 
 from attnscope.erasure.edit import Edit, edit_meta
 from attnscope.erasure.embeddings import EraseKeys, TokenChoice, erasure_rows
-from attnscope.erasure.layers import KVStack, kv_parameters, select_layers
+from attnscope.erasure.layers import KVStack, kv_parameters
+from attnscope.models.layers import text_key_layers
 
 
 def uce_matrix(
@@ -134,7 +135,7 @@ def erasure_problem(
     text = erasure_rows(pipe, concepts, guides, preserve, token_choice)
     kept = None if text.preserve is None else text.preserve.to(base.weight.device, torch.float64)
     return ErasureProblem(
-        concepts, guides, list(preserve), select_layers(pipe, layers),
+        concepts, guides, list(preserve), [layer.name for layer in text_key_layers(pipe, layers)],
         next(iter(params.values())).dtype, base, text.erase, kept,
     )
 
@@ -178,12 +179,27 @@ def erase_uce(
 ) -> Edit:
     """UCE-erase ``concepts`` from ``pipe``'s cross-attention K/V; returns the :class:`Edit` (not applied).
 
-    ``guides``: one per concept or one for all (default ``""``); ``preserve``:
-    concepts whose keys/values should not move; ``preserve_scale``: η_p
-    (``None``: the reference default, see the module docstring). ``layers``:
-    ``"all"`` or layer names/globs. ``progressive``: one solve per concept in
-    order (the edit keeps each step as a stage). The pipeline's current
-    weights (including any applied edit) are the starting point.
+    The pipeline's current weights (including any applied edit) are the starting point.
+
+    Args:
+        pipe: the pipeline to edit (a UNet or a cross-attention DiT such as PixArt).
+        concepts: the phrases to erase, e.g. ``["bench"]``.
+        guides: what each concept should look like instead: one per concept or
+            one for all (default ``""``, the empty prompt).
+        preserve: concepts whose keys/values should not move.
+        lam: λ, the pull toward the original weights.
+        erase_scale: η_e, the weight of the erase term.
+        preserve_scale: η_p (``None``: the reference default, see the module docstring).
+        token_choice: ``"last"`` (the concept's last word token) or
+            ``"eos-aligned"`` (also EOS and padding, aligned with the guide's).
+        layers: which cross-attention layers to edit: ``"all"``, names, globs or
+            places, the rule of :mod:`attnscope.store.layers`.
+        progressive: one solve per concept in order (the edit keeps each step as a stage).
+        keep_stages: save the intermediate weights as artifacts ``stage/<i>/<name>``.
+
+    Returns:
+        The :class:`~attnscope.erasure.edit.Edit`; ``with edit.applied(pipe): ...``
+        samples with it and reverts it exactly.
     """
     preserve_scale_from = "given" if preserve_scale is not None else DEFAULT_PRESERVE_SCALE
     if preserve_scale is None:

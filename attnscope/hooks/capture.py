@@ -40,7 +40,7 @@ import torch
 
 from attnscope.errors import UsageError
 from attnscope.hooks.buffers import PinnedPool
-from attnscope.hooks.layers import CrossAttentionLayer, cross_attention_layers, select_layers
+from attnscope.models.layers import CrossAttentionLayer, cross_attention_layers, select_layers
 from attnscope.hooks.probabilities import group_probabilities
 from attnscope.hooks.selection import Selection
 from attnscope.models.identity import pipeline_fingerprint
@@ -486,55 +486,3 @@ class RunView:
     @property
     def image(self) -> np.ndarray:
         return self.file.image(self.run)
-
-
-AttentionCache = Capture
-
-
-def capture(
-    pipe,
-    *,
-    layers: str | Sequence[str] = "all",
-    steps=None,
-    tokens="prompt",
-    heads: str = "mean",
-    branch: str = "cond",
-    dtype: torch.dtype = torch.float16,
-    sink: str | os.PathLike | None = None,
-    resume: bool = False,
-    overwrite: bool = False,
-    storage: str = "lossless",
-    block: str = "text-to-image",
-    concepts: Sequence[str] = (),
-) -> Capture:
-    """Capture cross-attention maps of ``pipe`` inside a ``with`` block.
-
-    A diffusion-transformer pipeline (SD3, Flux, PixArt, Sana) gets a
-    :class:`~attnscope.hooks.dit.TransformerCapture`: the same selection,
-    run file and reader, on its text→image attention.
-
-    See :class:`~attnscope.hooks.selection.Selection` for the selection
-    arguments. ``sink`` is the run file to write (``None``: in memory),
-    locked against other writers while the capture is open; ``resume=True``
-    appends to an existing run file with the same settings, ``overwrite=True``
-    replaces one (anything else at ``sink`` is never overwritten).
-    ``storage``: how the file keeps the maps — "lossless" (Blosc2, default),
-    "quantised" (8-bit, absolute error ≤ 1.96e-3, read back as float32) or
-    "raw" (uncompressed); see :mod:`attnscope.store.compression`.
-    ``block="image-to-text"`` stores a joint-attention transformer's other
-    block (text queries on image keys); ``concepts``: phrases whose
-    ConceptAttention-style maps are stored beside the attention maps
-    (joint-attention transformers only).
-    """
-    selection = Selection(layers=layers, steps=steps, tokens=tokens, heads=heads, branch=branch, dtype=dtype)
-    from attnscope.hooks.dit_layers import is_transformer_pipeline
-
-    if is_transformer_pipeline(pipe):
-        from attnscope.hooks.dit import TransformerCapture
-
-        return TransformerCapture(pipe, selection, sink, resume=resume, overwrite=overwrite, storage=storage,
-                                  block=block, concepts=concepts)
-    if concepts or block != "text-to-image":
-        raise ValueError("concept maps and the image-to-text block need a joint-attention transformer (SD3, Flux); "
-                         "this pipeline has a UNet")
-    return Capture(pipe, selection, sink, resume=resume, overwrite=overwrite, storage=storage)

@@ -34,8 +34,8 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
-from attnscope.hooks.dit_layers import text_streams
 from attnscope.hooks.sdpa import SDPACall
+from attnscope.models.prompts import text_streams
 
 
 @dataclass

@@ -3,7 +3,7 @@
 ``capture(pipe, ...)`` returns a :class:`TransformerCapture` when the pipeline
 denoises with a transformer; selection, run file and reader are the UNet's.
 
-* Each selected layer (:mod:`attnscope.hooks.dit_layers`) gets a
+* Each selected layer (:mod:`attnscope.models.layers`) gets a
   :class:`TransformerCaptureProcessor` that runs the module's **original
   processor** under an :class:`~attnscope.hooks.sdpa.SDPAObserver`: the
   output is the processor's own (bit-identical images), and the query/key
@@ -44,10 +44,10 @@ import torch
 
 from attnscope.hooks.capture import Capture, _Batch
 from attnscope.hooks.concepts import ConceptSet, ConceptStream, encode_concepts
-from attnscope.hooks.dit_layers import TextStream, TransformerLayer, text_streams, transformer_attention_layers
-from attnscope.hooks.layers import select_layers
 from attnscope.hooks.sdpa import SDPACall, SDPAObserver, selected_probabilities
 from attnscope.hooks.selection import Selection
+from attnscope.models.layers import TransformerLayer, select_layers, transformer_attention_layers
+from attnscope.models.prompts import TextStream, text_streams
 from attnscope.store.schema import CaptureSchema
 from attnscope.store.tokens import align_words, clean, concept_label
 

@@ -18,7 +18,6 @@ from typing import Any, Mapping, Sequence
 
 from attnscope.analyses.ablation import FULL, ablation_table, leading_parts, split_method
 from attnscope.analyses.outcome import FEATURES, attention_features, dispersal_rows, fit_outcome, leakage_images
-from attnscope.analyses.side_effects import write_csv
 from attnscope.figures.inside import (
     ablation_figure,
     dispersal_figure,
@@ -29,6 +28,7 @@ from attnscope.figures.inside import (
 )
 from attnscope.figures.style import RC, save_all
 from attnscope.report import html as h
+from attnscope.store.tables import write_table
 
 Row = dict[str, Any]
 
@@ -54,8 +54,7 @@ def _figure(figure, folder: Path, stem: str, caption: str) -> str:
 
 def _table(rows: Sequence[Mapping[str, Any]], out: Path, name: str) -> None:
     """Write ``rows`` to ``out/tables/{name}`` (folder made when missing)."""
-    (out / "tables").mkdir(parents=True, exist_ok=True)
-    write_csv(rows, out / "tables" / name)
+    write_table(rows, out / "tables" / name)
 
 
 def _ci(row: Mapping[str, Any], value: str, low: str, high: str, sign: bool = False) -> str:
@@ -229,16 +228,14 @@ def write_dispersal(study, out: Path, *, n_resamples: int = 2000, formats: tuple
     ``dispersal_layers_steps.csv`` (per word, quantity, layer and step) and the ``dispersal`` figure."""
     import json
 
-    from attnscope.datasets.see import write_table
-
     out.mkdir(parents=True, exist_ok=True)
     rows = study.rows(n_resamples=n_resamples)
     layer_rows = study.layer_step_rows()
     summary = {"words": list(study.words), "pairs": len(study.clusters), "prompts": len(set(study.clusters)),
                "layers": list(study.layers), "steps": list(study.steps), "rows": rows}
     (out / "dispersal.json").write_text(json.dumps(summary, indent=1, default=float))
-    written = [out / "dispersal.json", write_table(rows, list(rows[0]), out / "dispersal.csv"),
-               write_table(layer_rows, list(layer_rows[0]), out / "dispersal_layers_steps.csv")]
+    written = [out / "dispersal.json", write_table(rows, out / "dispersal.csv"),
+               write_table(layer_rows, out / "dispersal_layers_steps.csv")]
     return written + save_all(dispersal_figure(rows), out / "dispersal", formats)
 
 

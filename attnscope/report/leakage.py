@@ -6,8 +6,8 @@ from into a folder::
 
     report.html          self-contained: figures inlined (base64 PNG), tables, examples, settings, versions
     metrics.json         every table, the plan, the settings, versions and timings
-    records.csv          every judged question (the metrics' input)
-    tables/*.csv         one CSV per metric table
+    records.csv          every judged question (the metrics' input); records.parquet the same
+    tables/*.csv         one CSV per metric table (and .parquet: pandas.read_parquet)
     figures/*.png|pdf    metric bars, retain accuracy by distance, example maps (PNG)
 
 With ablation states (methods ``uce@part``) the report adds an ablation
@@ -35,16 +35,16 @@ from attnscope.analyses.side_effects import (
     retain_accuracy,
     side_effect_tables,
     subject_role,
-    write_csv,
 )
 from attnscope.figures.side_effects import TITLES, metric_intervals, ordered_methods, retain_by
 from attnscope.figures.style import RC, plt, save, save_all
 from attnscope.report import html as h
 from attnscope.report.examples import Leak, find_leaks, leak_regions, render_side
 from attnscope.report.inside import inside_sections
-from attnscope.runner.records import write_records
-from attnscope.runner.run import index_runs
+from attnscope.runner.records import RECORD_COLUMNS
 from attnscope.store import RunFile
+from attnscope.store.reader import index_runs
+from attnscope.store.tables import write_tables
 
 Row = dict[str, Any]
 HEADLINE = ("target", "retain", "retain_attributes", "leakage")
@@ -121,12 +121,12 @@ def versions() -> dict[str, str]:
     import torch
     import transformers
 
-    import attnscope
+    from attnscope._version import __version__
 
     return {
         "python": sys.version.split()[0],
         "platform": platform.platform(),
-        "attnscope": attnscope.__version__,
+        "attnscope": __version__,
         "torch": torch.__version__,
         "diffusers": diffusers.__version__,
         "transformers": transformers.__version__,
@@ -371,10 +371,10 @@ def write_leakage_report(out: str | Path, inputs: ReportInputs, *, examples: int
     figures.mkdir(parents=True, exist_ok=True)
 
     tables = side_effect_metrics(inputs.records, n_resamples=n_resamples)
-    write_records(inputs.records, out / "records.csv")
+    write_tables(inputs.records, out / "records", RECORD_COLUMNS)
     for name, rows in tables.items():
         if rows:
-            write_csv(rows, out / "tables" / f"{name}.csv")
+            write_tables(rows, out / "tables" / name)
 
     order = [s.method for s in inputs.states]
     full_edits_only = {name: [r for r in rows if "@" not in str(r["method"])] for name, rows in tables.items()}
@@ -444,7 +444,8 @@ def write_leakage_report(out: str | Path, inputs: ReportInputs, *, examples: int
     for name, rows in tables.items():
         body += [h.tag("h3", h.text(name.replace("_", " "))), _metric_table(rows)]
     body += _settings_section(inputs, contexts, library)
-    body.append(h.paragraph("Files beside this report: metrics.json, records.csv, tables/*.csv, figures/*.png|pdf."))
+    body.append(h.paragraph("Files beside this report: metrics.json, records.csv, tables/*.csv (each also as .parquet), "
+                            "figures/*.png|pdf."))
     path = out / "report.html"
     path.write_text(h.page(title, body), encoding="utf-8")
     return path

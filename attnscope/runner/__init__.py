@@ -11,14 +11,17 @@
 
 Modules: :mod:`.plan` (what to sample), :mod:`.states` (base + edits),
 :mod:`.records` (judging and the answer CSVs), :mod:`.run` (the resumable
-loop), :mod:`.shard` (several processes under ``torchrun``).
+loop), :mod:`.shard` (several processes under ``torchrun``), :mod:`.leakage`
+(the benchmark in phases: states as separate processes, throughput, report
+only), :mod:`.tradeoff` (growing edits), :mod:`.toy_evaluation` (the toy
+model measured with its oracle).
 """
 
+from attnscope.runner.leakage import leakage_benchmark
 from attnscope.runner.plan import Key, Plan, Reduction, benchmark_prompts, job_key, reduce_rows
-from attnscope.runner.records import RECORD_COLUMNS, Ledger, judge_jobs, read_ledgers, write_records
+from attnscope.runner.records import RECORD_COLUMNS, Ledger, judge_jobs, read_ledgers
 from attnscope.runner.run import (
     StateRun,
-    index_runs,
     judge_run_file,
     judge_stored,
     merge_state,
@@ -42,17 +45,16 @@ __all__ = [
     "ablation_states",
     "benchmark_prompts",
     "edited_states",
-    "index_runs",
     "init_distributed",
     "job_key",
     "judge_jobs",
     "judge_run_file",
     "judge_stored",
+    "leakage_benchmark",
     "merge_state",
     "read_ledgers",
     "reduce_rows",
     "run_benchmark",
     "run_state",
     "state_name",
-    "write_records",
 ]

@@ -12,17 +12,15 @@ most a cut last line, which reopening drops.
 
 from __future__ import annotations
 
-import csv
-import io
 import os
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from attnscope.analyses.side_effects import read_records_csv
 from attnscope.datasets.see import PROMPT_COLUMNS, QUESTION_COLUMNS, SPLIT_COLUMNS, SplitRow
 from attnscope.judges.base import ImageLike, Judge
 from attnscope.runner.plan import Key
 from attnscope.sampling import Job
+from attnscope.store.tables import read_records, table_text, write_table
 
 RUN_COLUMNS: tuple[str, ...] = ("method", "erased", "state", "seed", "judged_yes", "score")
 RECORD_COLUMNS: tuple[str, ...] = (
@@ -89,7 +87,7 @@ class Ledger:
 
     def _load(self, expected: Mapping[Key, int]) -> None:
         _drop_cut_line(self.path)
-        records = read_records_csv(self.path)
+        records = read_records(self.path)
         counts: dict[Key, int] = {}
         for record in records:
             counts[record_key(record)] = counts.get(record_key(record), 0) + 1
@@ -99,9 +97,7 @@ class Ledger:
             self._rewrite()
 
     def _rewrite(self) -> None:
-        temporary = self.path.with_name(self.path.name + ".tmp")
-        temporary.write_text(_format(self.records, header=True), encoding="utf-8")
-        os.replace(temporary, self.path)
+        write_table(self.records, self.path, RECORD_COLUMNS)
 
     def append(self, records: Sequence[Mapping[str, Any]]) -> None:
         """Write ``records`` in one call and flush them to disk."""
@@ -110,20 +106,11 @@ class Ledger:
         new = not self.path.exists() or self.path.stat().st_size == 0
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self.path.open("a", encoding="utf-8", newline="") as f:
-            f.write(_format(records, header=new))
+            f.write(table_text(records, RECORD_COLUMNS, header=new))
             f.flush()
             os.fsync(f.fileno())
         self.records += [dict(r) for r in records]
         self.done |= {record_key(r) for r in records}
-
-
-def _format(records: Sequence[Mapping[str, Any]], header: bool) -> str:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(RECORD_COLUMNS), extrasaction="ignore", lineterminator="\n")
-    if header:
-        writer.writeheader()
-    writer.writerows(records)
-    return buffer.getvalue()
 
 
 def _drop_cut_line(path: Path) -> None:
@@ -135,15 +122,6 @@ def _drop_cut_line(path: Path) -> None:
 
 
 def read_ledgers(paths: Sequence[str | os.PathLike]) -> list[dict[str, Any]]:
-    """All records of several ledgers (typed as :func:`read_records_csv` types them)."""
-    return [r for path in paths if Path(path).exists() for r in read_records_csv(path)]
+    """All records of several ledgers (typed as :func:`attnscope.store.tables.read_records` types them)."""
+    return [r for path in paths if Path(path).exists() for r in read_records(path)]
 
-
-def write_records(records: Sequence[Mapping[str, Any]], path: str | os.PathLike) -> Path:
-    """Write records as one CSV with :data:`RECORD_COLUMNS` (e.g. the merged ledger of all ranks)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(_format(records, header=True), encoding="utf-8")
-    os.replace(temporary, path)
-    return path

@@ -36,11 +36,13 @@ from attnscope.datasets.see import SplitRow
 from attnscope.hooks import capture
 from attnscope.judges.base import Judge
 from attnscope.runner.plan import Key, Plan, job_key
-from attnscope.runner.records import Ledger, judge_jobs, read_ledgers, record_key, write_records
+from attnscope.runner.records import RECORD_COLUMNS, Ledger, judge_jobs, read_ledgers, record_key
 from attnscope.runner.shard import Shard
 from attnscope.runner.states import State
 from attnscope.sampling import Job, batches, sample_batch
 from attnscope.store import RunFile, merge_shards
+from attnscope.store.reader import index_runs
+from attnscope.store.tables import write_table
 
 
 @dataclass
@@ -57,25 +59,6 @@ class StateRun:
     @property
     def images_per_second(self) -> float:
         return self.sampled / self.sample_seconds if self.sample_seconds else float("nan")
-
-
-def index_runs(runs: RunFile, ids_by_prompt: Mapping[str, str] | None = None) -> dict[Key, int]:
-    """``{(prompt_id, seed): run}`` of the runs complete with an image (the last one wins).
-
-    The prompt id comes from the run's ``extra``; runs without one (captured
-    outside the runner) are looked up by prompt text in ``ids_by_prompt``,
-    and skipped when it does not know them.
-    """
-    usable = runs.complete & runs.has_image
-    prompts, seeds = runs.column("prompt"), runs.column("seed")
-    index = {}
-    for run, extra in enumerate(runs.column("extra")):
-        if not usable[run]:
-            continue
-        prompt_id = json.loads(extra).get("prompt_id") or (ids_by_prompt or {}).get(str(prompts[run]))
-        if prompt_id is not None:
-            index[(prompt_id, int(seeds[run]))] = run
-    return index
 
 
 def judge_stored(
@@ -190,7 +173,7 @@ def merge_state(
             order = {record_key({"prompt_id": pid, "seed": seed}): index
                      for index, (pid, seed) in enumerate(map(job_key, plan.jobs()))}
             records.sort(key=lambda record: order.get(record_key(record), len(order)))
-        write_records(records, folder / f"{state.name}.answers.csv")
+        write_table(records, folder / f"{state.name}.answers.csv", RECORD_COLUMNS)
 
 
 def check_plan(folder: Path, description: Mapping[str, Any], shard: Shard) -> None:

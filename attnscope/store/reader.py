@@ -14,12 +14,11 @@ A file left by a killed writer opens too (in HDF5's SWMR-read mode); its
 
 from __future__ import annotations
 
-import fnmatch
 import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, Mapping, Sequence
 
 import h5py
 import numpy as np
@@ -27,6 +26,7 @@ import numpy as np
 from attnscope.errors import RunIndexError, UnreadableFile
 from attnscope.store import compression
 from attnscope.store.aggregate import global_heatmap
+from attnscope.store.layers import select_layers
 from attnscope.store.schema import FORMAT_NAME, FORMAT_VERSION, CaptureSchema, LayerSpec, RunRecord
 from attnscope.store.tokens import CONCEPT_PREFIX, clean, concept_label
 
@@ -72,7 +72,15 @@ def is_run_file(path: str | os.PathLike) -> bool:
 
 
 class RunFile:
-    """A run file opened for reading (from a path or an open ``h5py.File``)."""
+    """A run file opened for reading: metadata, token labels, maps, images and the run index.
+
+    One *run* is one image (prompt, negative prompt, seed, model, edit, sampler
+    settings); runs are numbered from 0 in the order they were written.
+
+    Args:
+        source: the path of a run file (``capture(..., sink=path)``), or an open
+            ``h5py.File``, which stays open when the reader closes.
+    """
 
     def __init__(self, source: str | os.PathLike | h5py.File):
         self._owns = not isinstance(source, h5py.File)
@@ -136,15 +144,9 @@ class RunFile:
         return values.astype(str) if values.dtype == object else values
 
     def select_layers(self, pattern: str | Sequence[str] | None = None) -> list[LayerSpec]:
-        """Layers whose name matches a glob (or any of several); ``None`` = all."""
-        if pattern is None:
-            return self.layers
-        patterns = [pattern] if isinstance(pattern, str) else list(pattern)
-        chosen = [layer for layer in self.layers if any(fnmatch.fnmatchcase(layer.name, p) for p in patterns)]
-        if not chosen:
-            names = ", ".join(layer.name for layer in self.layers)
-            raise KeyError(f"no layer matches {patterns}; stored layers: {names}")
-        return chosen
+        """The stored layers chosen by ``pattern``: ``"all"``/``None``, names, globs or places
+        (``"up"``), the rule capture chose them with (:func:`attnscope.store.layers.select_layers`)."""
+        return select_layers(self.layers, pattern, known_as="the run file stores")
 
     # -- one run -----------------------------------------------------------
     def _check_run(self, run: int) -> int:
@@ -307,8 +309,17 @@ class RunFile:
         size: tuple[int, int] | None = None,
     ) -> np.ndarray:
         """DAAM-style global heat map ``(H, W)``: every chosen layer upsampled to
-        ``size`` (default: the image size), summed over heads, layers and steps,
-        and scaled to [0, 1]."""
+        ``size``, summed over heads, layers and steps, and scaled to [0, 1].
+
+        Args:
+            run: the run's index in the file.
+            word: a word of the prompt (its sub-word tokens add up), or
+            token: a prompt position (int) or a token's text.
+            layers: ``None``/``"all"``, names, globs or places (``"up"``): the rule
+                ``capture(layers=...)`` chose them with.
+            step: a step index or several (default: every stored step).
+            size: ``(H, W)`` of the map (default: the image size).
+        """
         if word is None and token is None:
             raise ValueError("heatmap needs a word or a token")
         size = size or (self.schema.height, self.schema.width)
@@ -336,6 +347,24 @@ class RunFile:
                 found.append(run)
         return found
 
+    def index(self) -> "pandas.DataFrame":
+        """The run table, one row per run: ``run``, ``prompt``, ``negative_prompt``, ``seed``,
+        ``guidance_scale``, ``complete``, ``has_image`` and the fields of each run's ``extra``
+        metadata (e.g. the runner's ``prompt_id``; empty where a run has none)::
+
+            runs.index().query("complete and seed == 0")
+        """
+        import pandas  # start-up speed: only readers of the index load pandas
+
+        table = pandas.DataFrame({
+            "run": np.arange(len(self)),
+            **{name: self.column(name) for name in ("prompt", "negative_prompt", "seed", "guidance_scale")},
+            "complete": self.complete.astype(bool),
+            "has_image": self.has_image.astype(bool),
+        })
+        extra = pandas.DataFrame([json.loads(e) for e in self.column("extra")], index=table.index)
+        return table.join(extra[[c for c in extra.columns if c not in table.columns]])
+
     def summary(self) -> str:
         """A few lines describing the file (what ``attnscope inspect`` prints)."""
         schema = self.schema
@@ -359,6 +388,26 @@ class RunFile:
             lines.append(f"  [{run}] seed={self.column('seed')[run]} complete={bool(complete[run])} words: {words}"
                          f"{concepts}")
         return "\n".join(lines)
+
+
+def index_runs(runs: RunFile, ids_by_prompt: Mapping[str, str] | None = None) -> dict[tuple[str, int], int]:
+    """``{(prompt_id, seed): run}`` of the runs complete with an image (the last one wins), from
+    :meth:`RunFile.index`.
+
+    The prompt id comes from the run's ``extra``; runs without one (captured
+    outside the runner) are looked up by prompt text in ``ids_by_prompt``,
+    and skipped when it does not know them.
+    """
+    index = {}
+    for row in runs.index().to_dict("records"):
+        if not (row["complete"] and row["has_image"]):
+            continue
+        prompt_id = row.get("prompt_id")
+        if not isinstance(prompt_id, str) or not prompt_id:
+            prompt_id = (ids_by_prompt or {}).get(str(row["prompt"]))
+        if prompt_id is not None:
+            index[(prompt_id, int(row["seed"]))] = int(row["run"])
+    return index
 
 
 def describe_edits(edit: dict | None) -> str:

@@ -69,10 +69,10 @@ class RunWriterFailed(RuntimeError):
 def _versions() -> dict[str, str]:
     import diffusers
 
-    import attnscope
+    from attnscope._version import __version__
 
     return {
-        "attnscope": attnscope.__version__,
+        "attnscope": __version__,
         "diffusers": diffusers.__version__,
         "torch": torch.__version__,
         "h5py": h5py.__version__,
