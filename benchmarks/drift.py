@@ -37,12 +37,12 @@ import torch
 
 from attnscope.analyses.run_binding import drift_study
 from attnscope.analyses.stats import PairedIntervals, paired_cluster_bootstrap
-from attnscope.commands.drift import drift_figures, median_pair, write_outputs
-from attnscope.datasets.toyworld import COLOUR_NAMES
+from attnscope.datasets.toy_vocabulary import COLOUR_NAMES
 from attnscope.erasure import Edit, erase_uce
 from attnscope.figures.binding import short_layer_name
 from attnscope.hooks import capture
-from attnscope.models.toy import load_toy_and_oracle
+from attnscope.models.loading import load_toy_and_oracle
+from attnscope.report.drift import drift_figures, median_pair, write_drift
 from attnscope.sampling import Job, SamplerSettings, generate
 from attnscope.store import RunFile
 
@@ -339,7 +339,7 @@ def main(argv: list[str] | None = None) -> int:
         judged = judge(oracle, before, after, attention.pairs, args.resamples)
         check = region_check(attention, studies["oracle"], before, oracle)
         example = median_pair(attention)
-        write_outputs(attention, before, after, args.results, example=example, n_resamples=args.resamples,
+        write_drift(attention, before, after, args.results, example=example, n_resamples=args.resamples,
                       figures=False)
         figures = []
         for source, study in studies.items():

@@ -23,17 +23,17 @@ import time
 from pathlib import Path
 
 from attnscope.analyses.concepts import toy_concepts
-from attnscope.commands.entangle import (
-    analyse,
+from attnscope.analyses.entanglement import edit_entanglement
+from attnscope.erasure import erase_uce
+from attnscope.figures.binding import short_layer_name
+from attnscope.models import load_pipeline
+from attnscope.report.entanglement import (
     by_relation,
     entanglement_figures,
     largest_collateral_space,
     result_rows,
-    write_outputs,
+    write_entanglement,
 )
-from attnscope.erasure import erase_uce
-from attnscope.figures.binding import short_layer_name
-from attnscope.models import load_pipeline
 
 COLUMNS = ("displacement_k", "displacement_v", "delta_sim_k", "delta_sim_v")
 
@@ -111,10 +111,10 @@ def main(argv: list[str] | None = None) -> int:
     concepts = toy_concepts(args.target)
     variants = {}
     for name, centre in (("raw", False), ("centred", True)):
-        result, before, after = analyse(pipe, edit, concepts, args.target, centre=centre)
+        result, before, after = edit_entanglement(pipe, edit, concepts, args.target, centre=centre)
         rows = result_rows(result)
         space = largest_collateral_space(result)
-        write_outputs(result, before, after, args.results / name, edit_meta=edit.meta, space=space, centre=centre,
+        write_entanglement(result, before, after, args.results / name, edit_meta=edit.meta, space=space, centre=centre,
                       figures=False)
         figures = entanglement_figures(result, before, after, args.figures / name, rows=rows, space=space,
                                        maps=("pca", "umap"), formats=("png",))

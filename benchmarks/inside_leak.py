@@ -54,10 +54,10 @@ import torch
 
 from attnscope.analyses.ablation import ablation_table, leading_parts
 from attnscope.datasets.see import build_pair_prompts, build_see_prompts, split, toy_recipe
-from attnscope.datasets.toyworld import CLASSES, HIERARCHY, SUPERCLASS_OF
+from attnscope.datasets.toy_vocabulary import CLASSES, HIERARCHY, SUPERCLASS_OF
 from attnscope.erasure import edit_subsets, erase_uce
 from attnscope.erasure.edit import Edit
-from attnscope.models.toy import load_toy_and_oracle
+from attnscope.models.loading import load_toy_and_oracle
 from attnscope.report import ReportInputs, StateInfo, write_leakage_report
 from attnscope.report.inside import tradeoff_section, tradeoff_study
 from attnscope.runner import BASE, Plan, Reduction, State, read_ledgers, run_state

@@ -231,19 +231,19 @@ def test_drift_refuses_an_edited_before_file_and_warns_about_one_prompt(tmp_path
 
 
 def test_interrupts_and_failures_at_run_time_end_in_one_line(monkeypatch, tmp_path, capsys):
-    from attnscope.commands import inspect
+    from attnscope.store import RunFile
 
-    def interrupted(args):
+    def interrupted(self, source):  # the library code a command calls is interrupted
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(inspect, "run", interrupted)
+    monkeypatch.setattr(RunFile, "__init__", interrupted)
     err = refused(capsys, ["inspect", "run.h5"], status=130)
     assert err == "attnscope inspect: interrupted; complete runs and files written so far are kept"
 
-    def disk_full(args):
+    def disk_full(self, source):
         raise OSError(28, "No space left on device", str(tmp_path / "run.h5"))
 
-    monkeypatch.setattr(inspect, "run", disk_full)
+    monkeypatch.setattr(RunFile, "__init__", disk_full)
     err = refused(capsys, ["inspect", "run.h5"], status=1)
     assert err == f"attnscope inspect: failed (OSError): {tmp_path / 'run.h5'}: No space left on device"
     with pytest.raises(OSError):

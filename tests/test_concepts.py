@@ -125,18 +125,13 @@ def test_concepts_need_every_joint_block_and_a_joint_model(flux, sd):
 
 
 def test_cli_capture_stores_concepts_and_inspect_lists_them(tmp_path, capsys):
-    import argparse
-
-    from attnscope.commands import capture as capture_command
+    from attnscope.cli import main
     from attnscope.store import RunFile
 
-    parser = argparse.ArgumentParser()
-    capture_command.add_parser(parser.add_subparsers())
     out = tmp_path / "flux.h5"
-    args = parser.parse_args(["capture", "--prompt", PROMPT, "--model", "tiny-flux", "--device", "cpu", "--steps", "2",
-                              "--height", "64", "--width", "64", "--concept", "bench", "--concept", "bird",
-                              "--no-progress", "--out", str(out)])
-    assert capture_command.run(args) == 0
+    assert main(["capture", "--prompt", PROMPT, "--model", "tiny-flux", "--device", "cpu", "--steps", "2",
+                 "--height", "64", "--width", "64", "--concept", "bench", "--concept", "bird",
+                 "--no-progress", "--out", str(out)]) == 0
     with RunFile(out) as runs:
         assert runs.concepts(0) == ["bench", "bird"]
         assert "concepts: bench, bird" in runs.summary()

@@ -1,7 +1,5 @@
 """Edits on diffusion transformers: UCE/RECE on PixArt's cross-attention, released weights, the CLI loop."""
 
-import argparse
-
 import pytest
 import torch
 from safetensors.torch import save_file
@@ -66,25 +64,19 @@ def test_joint_attention_models_and_sana_refuse_closed_form_edits_with_a_reason(
 
 
 def test_cli_capture_erase_show_and_drift_on_tiny_pixart(tmp_path, capsys):
-    from attnscope.commands import capture, drift, erase, show
+    from attnscope.cli import main
 
-    parser = argparse.ArgumentParser()
-    subparsers = parser.add_subparsers()
-    for command in (capture, drift, erase, show):
-        command.add_parser(subparsers)
     common = ["--model", "tiny-pixart", "--device", "cpu"]
     sampled = ["--prompt", "a wooden bench and a bird", "--seed", "0", "--seed", "1", "--steps", "3", "--height", "64", "--width", "64", "--no-progress"]
     edit = tmp_path / "bench.edit"
     erase_args = ["erase", "--method", "uce", "--concept", "bench", "--out", str(edit), *common]
-    assert erase.run(parser.parse_args(erase_args)) == 0
+    assert main(erase_args) == 0
     assert "transformer_blocks.0.attn2" in capsys.readouterr().out
     for name, extra in (("before", []), ("after", ["--edit", str(edit)])):
-        args = parser.parse_args(["capture", *sampled, *common, *extra, "--out", str(tmp_path / f"{name}.h5")])
-        assert capture.run(args) == 0
-    assert show.run(parser.parse_args(["show", str(tmp_path / "before.h5"), "--word", "wooden", "--by-resolution"])) == 0
+        assert main(["capture", *sampled, *common, *extra, "--out", str(tmp_path / f"{name}.h5")]) == 0
+    assert main(["show", str(tmp_path / "before.h5"), "--word", "wooden", "--by-resolution"]) == 0
     assert (tmp_path / "before-show.png").stat().st_size > 0
     out = tmp_path / "drift"
-    args = parser.parse_args(["drift", str(tmp_path / "before.h5"), str(tmp_path / "after.h5"), "--word", "wooden",
-                              "--object", "bench", "--object", "bird", "--resamples", "50", "--out", str(out)])
-    assert drift.run(args) == 0
+    assert main(["drift", str(tmp_path / "before.h5"), str(tmp_path / "after.h5"), "--word", "wooden",
+                 "--object", "bench", "--object", "bird", "--resamples", "50", "--out", str(out)]) == 0
     assert (out / "drift.json").exists() and (out / "drift_layers_steps.csv").read_text().count("transformer_blocks.1.attn2") > 0

@@ -62,11 +62,18 @@ def test_generate_with_dpm_records_the_sampler_in_the_run_file(pipe):
     assert type(pipe.scheduler).__name__ == "DDIMScheduler"  # the pipeline keeps its own
 
 
-def test_capture_command_defaults_to_the_fast_sampler():
-    from attnscope.cli import build_parser
-    from attnscope.commands.common import sampler_from_args
+def test_capture_command_defaults_to_the_fast_sampler(monkeypatch, tmp_path):
+    from attnscope import sampling
+    from attnscope.cli import main
 
-    args = build_parser().parse_args(["capture", "--prompt", "a red car"])
-    assert sampler_from_args(args) == SamplerSettings(steps=None, scheduler="auto")
-    args = build_parser().parse_args(["capture", "--prompt", "a red car", "--scheduler", "model", "--steps", "50"])
-    assert sampler_from_args(args) == SamplerSettings(steps=50, scheduler=None)
+    asked = []
+
+    def stop(pipe, jobs, settings, **options):  # what the command asks the sampler for, then Ctrl-C
+        asked.append(settings)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(sampling, "generate", stop)
+    command = ["capture", "--model", "tiny-sd", "--device", "cpu", "--prompt", "a red car", "--no-progress"]
+    assert main([*command, "--out", str(tmp_path / "fast.h5")]) == 130
+    assert main([*command, "--scheduler", "model", "--steps", "50", "--out", str(tmp_path / "model.h5")]) == 130
+    assert asked == [SamplerSettings(steps=None, scheduler="auto"), SamplerSettings(steps=50, scheduler=None)]

@@ -18,7 +18,6 @@ figures ``attribution.{png,pdf,svg}`` (bars per word) and
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from attnscope.commands.common import add_model_options, load_from_args
@@ -51,56 +50,16 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from attnscope.analyses.attribution import attention_target, integrated_gradients, noise_target, trace
+    from attnscope.analyses.attribution import attribute_word
+    from attnscope.report.attribution import attribution_lines, write_attribution
     from attnscope.sampling import SamplerSettings
 
-    pipe = load_from_args(args)
-    settings = SamplerSettings(steps=args.steps, guidance_scale=args.guidance)
-    recorded = trace(pipe, args.prompt, seed=args.seed, settings=settings, steps=args.at_step,
-                     layers=args.layers or "all")
-    regions = recorded.regions(args.object)
-    targets = [attention_target(pipe, recorded, args.word, regions[o], measure=args.measure, label=o)
-               for o in args.object]
-    if not args.no_noise:
-        targets.append(noise_target(pipe, recorded))
-    results = [integrated_gradients(pipe, args.prompt, t, n_steps=args.ig_steps) for t in targets]
-    written = write_outputs(recorded, regions, results, args.out, word=args.word)
-    for result in results:
-        words = ", ".join(f"{w} {v:+.3g}" for w, v in result.by_word().items() if not w.startswith("<"))
-        print(f"{result.name}: F = {result.target:.4g} (empty prompt {result.baseline:.4g}); {words}")
+    study = attribute_word(
+        load_from_args(args), args.prompt, args.word, args.object, seed=args.seed,
+        settings=SamplerSettings(steps=args.steps, guidance_scale=args.guidance), steps=args.at_step,
+        layers=args.layers or "all", measure=args.measure, noise=not args.no_noise, ig_steps=args.ig_steps,
+    )
+    written = write_attribution(study, args.out)
+    print("\n".join(attribution_lines(study)))
     print("wrote " + ", ".join(str(p) for p in written))
     return 0
-
-
-def write_outputs(recorded, regions, results, out: Path, *, word: str) -> list[Path]:
-    """JSON, CSV and figures of an attribution run into ``out``."""
-    from attnscope.analyses.regions import aggregate
-    from attnscope.datasets.see import write_table
-    from attnscope.figures.attribution import attribution_bars
-    from attnscope.figures.maps import word_map_grid
-    from attnscope.figures.style import save_all
-    from attnscope.store.aggregate import normalise
-
-    out.mkdir(parents=True, exist_ok=True)
-    summary = {
-        "prompt": recorded.prompt,
-        "seed": recorded.seed,
-        "steps": list(recorded.steps),
-        "layers": [layer.name for layer in recorded.layers],
-        "targets": [
-            dict(name=r.name, target=r.target, baseline=r.baseline, delta=r.delta, ig_steps=r.n_steps,
-                 by_word=r.by_word())
-            for r in results
-        ],
-    }
-    (out / "attribution.json").write_text(json.dumps(summary, indent=1))
-    rows = [row for r in results for row in r.rows()]
-    written = [out / "attribution.json", write_table(rows, list(rows[0]), out / "attribution.csv")]
-    objects = list(regions)
-    written += save_all(attribution_bars(results, highlight=[word, *objects], title=recorded.prompt),
-                        out / "attribution")
-    size = recorded.image.shape[:2]
-    maps = {w: normalise(aggregate(list(recorded.attention[w].values()), size)) for w in [word, *objects]}
-    grid = word_map_grid(recorded.image, {"all layers": maps}, title=f"{recorded.prompt} (seed {recorded.seed})")
-    written += save_all(grid, out / "attribution_maps")
-    return written

@@ -14,11 +14,19 @@ written (``report.html``, ``metrics.json``, ``records.csv``, ``tables/``,
 Without ``--full`` a reduced set runs (a stratified sample of the prompts,
 2 seeds, 20 steps) that finishes on a laptop CPU; the report says what was
 reduced.
+
+The same benchmark in phases, each its own process (a GPU session of limited
+length; states in parallel on one GPU), as ``benchmarks/see_toy.py`` runs it::
+
+    for s in base uce rece; do attnscope leakage-report --erase bench --state $s --out work/ & done; wait
+    attnscope leakage-report --erase bench --throughput 8 --out work/    # images/s with vs without capture
+    attnscope leakage-report --erase bench --report-only --out work/     # report.html + summary.md
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
@@ -87,6 +95,16 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     model.add_argument("--threads", default="auto",
                        help="CPU threads for torch: a number, or 'auto' (default): one core less than the machine "
                             "has (at least 1), leaving a core to the run-file writer and the rest of the system")
+    phases = parser.add_argument_group(
+        "phases, each its own process (see attnscope.runner.leakage); without them, everything in one process")
+    phases.add_argument("--state", action="append", choices=("base", *METHODS), default=None,
+                        help="only sample (with capture) and judge this state of the --erase edit, then stop; "
+                             "repeatable; states can run as parallel processes into one --out")
+    phases.add_argument("--throughput", type=positive_int, metavar="N",
+                        help="only measure images/s with vs without capture on N batches of the base model")
+    phases.add_argument("--report-only", action="store_true",
+                        help="no sampling: write the report and summary.md from the states found in --out (those "
+                             "of --state, else base and every --method); exit status 1 while answers are missing")
     parser.add_argument("--examples", type=non_negative_int, default=3,
                         help="example image pairs per method (default 3)")
     parser.add_argument("--out", type=Path, default=Path("leakage-report"),
@@ -137,12 +155,24 @@ def _load(args: argparse.Namespace, model: str, device):
     return load_pipeline(model, device=device, dtype=torch_dtype(args.dtype))
 
 
-def _generate(args: argparse.Namespace, started: float) -> int:
+def _plan(args: argparse.Namespace, pipe):
+    """The benchmark's plan (every prompt × seed with --full, else the reduced set) and the prompt set's kind."""
     from attnscope.datasets.see import split
-    from attnscope.report import ReportInputs, StateInfo
-    from attnscope.runner import (BASE, Plan, Reduction, ablation_states, edited_states, init_distributed,
-                                  read_ledgers, run_benchmark)
+    from attnscope.runner import Plan, Reduction
     from attnscope.sampling import SamplerSettings
+
+    kind = args.prompts or ("toy" if args.judge == "oracle" else "see")
+    rows = split(_prompts(kind, args.judge, args.erase), args.erase, encoder=(pipe.tokenizer, pipe.text_encoder))
+    seeds = args.seeds or (FULL_SEEDS if args.full else REDUCED_SEEDS)
+    steps = args.steps or (FULL_STEPS if args.full else REDUCED_STEPS)
+    plan = Plan(tuple(rows), tuple(range(seeds)), SamplerSettings(steps=steps, guidance_scale=args.guidance),
+                tuple(args.erase))
+    return (plan if args.full else plan.reduced(Reduction())), kind
+
+
+def _generate(args: argparse.Namespace, started: float) -> int:
+    from attnscope.report import ReportInputs, StateInfo
+    from attnscope.runner import BASE, ablation_states, edited_states, init_distributed, read_ledgers, run_benchmark
 
     if not args.erase:
         raise ValueError("name a concept to erase with --erase (or report on run files with --before/--after)")
@@ -150,14 +180,8 @@ def _generate(args: argparse.Namespace, started: float) -> int:
     shard, device = init_distributed(args.device)
     pipe = _load(args, args.model, device)
     judge = _judge(args, pipe.device)
-    kind = args.prompts or ("toy" if args.judge == "oracle" else "see")
-    rows = split(_prompts(kind, args.judge, args.erase), args.erase, encoder=(pipe.tokenizer, pipe.text_encoder))
-    seeds = args.seeds or (FULL_SEEDS if args.full else REDUCED_SEEDS)
-    steps = args.steps or (FULL_STEPS if args.full else REDUCED_STEPS)
-    settings = SamplerSettings(steps=steps, guidance_scale=args.guidance)
-    plan = Plan(tuple(rows), tuple(range(seeds)), settings, tuple(args.erase))
-    if not args.full:
-        plan = plan.reduced(Reduction())
+    plan, kind = _plan(args, pipe)
+    seeds, steps = len(plan.seeds), plan.settings.steps
     edited = edited_states(pipe, methods, args.erase, args.out, epochs=args.epochs, shard=shard)
     states = [BASE, *edited, *(part for kind in args.ablate for part in ablation_states(pipe, edited, kind))]
     runs = run_benchmark(pipe, plan, states, args.out, judge=judge, capture_maps=not args.no_capture,
@@ -235,6 +259,41 @@ def _existing(args: argparse.Namespace, started: float) -> int:
     return _write(args, inputs, started)
 
 
+def _phased(args: argparse.Namespace) -> int:
+    """The phases asked for (--state, --throughput, --report-only), see :mod:`attnscope.runner.leakage`."""
+    from attnscope.report.benchmark import BenchmarkSettings, write_benchmark_report
+    from attnscope.runner.leakage import device_name, leakage_benchmark
+
+    if not args.erase:
+        raise ValueError("name the concept the states erase with --erase")
+    if args.before or args.after or args.ablate:
+        raise ValueError("--state, --throughput and --report-only run the generated benchmark: "
+                         "no --before/--after, no --ablate")
+    pipe = _load(args, args.model, args.device)
+    judge = _judge(args, pipe.device)
+    plan, kind = _plan(args, pipe)
+    expected = args.state or ["base", *(args.method or ["uce", "rece"])]
+    found = leakage_benchmark(pipe, judge, plan, args.out, states=[] if args.report_only else args.state or [],
+                              throughput=args.throughput, report=expected if args.report_only else None,
+                              epochs=args.epochs, batch_size=args.batch_size, progress=not args.no_progress)
+    if found is None:
+        return 0
+    if found.problems:
+        print("attnscope leakage-report: states incomplete (run their --state phase again, it resumes):\n  "
+              + "\n  ".join(found.problems), file=sys.stderr)
+        return 1
+    timings = [t for t in found.timings.values() if t]
+    notes = [f"Reduced set (no --full): {plan.note}; {len(plan.seeds)} seeds, {plan.settings.steps} sampling steps."
+             ] if plan.note else []
+    settings = BenchmarkSettings(
+        model=str(args.model), judge=judge.name, device=timings[0]["device"] if timings else device_name(pipe.device),
+        steps=plan.settings.steps, guidance=args.guidance, batch_size=args.batch_size, epochs=args.epochs,
+        notes=notes, extra=_settings(args, prompts=kind))
+    summary, html = write_benchmark_report(plan, found, settings)
+    print(f"wrote {html} and {summary} (+ metrics.json, records.csv, tables/, figures/)")
+    return 0
+
+
 def _settings(args: argparse.Namespace, **extra) -> dict:
     import torch
 
@@ -253,14 +312,19 @@ def _write(args: argparse.Namespace, inputs, started: float) -> int:
 
 
 REPORT_MARKERS = ("plan.json", "metrics.json")  # a folder holding one of these was written by leakage-report
+PHASE_FILES = ("*.h5", "*.h5.lock", "*.edit", "*.answers.csv", "*.timing.json", "*.tmp", "throughput.json",
+               "summary.md", "report.html", "records.csv", "tables", "figures", *REPORT_MARKERS)  # the phases' files
 
 
-def check_out(out: Path) -> None:
+def check_out(out: Path, phased: bool = False) -> None:
     """Refuse an --out that is a file, or a folder with other content than an earlier report
-    (re-running into a report's folder resumes it; see the module docstring)."""
+    (re-running into a report's folder resumes it; see the module docstring). With ``phased``, a
+    folder of only the files the phases write is theirs (other phases may be writing it now)."""
     if out.exists() and not out.is_dir():
         raise FileRefused(f"--out {out} is a file: leakage-report writes a folder; choose another --out")
     writable_parent(out / "plan.json", "--out")
+    if phased and out.is_dir() and all(any(p.match(name) for name in PHASE_FILES) for p in out.iterdir()):
+        return
     if out.is_dir() and any(out.iterdir()) and not any((out / name).exists() for name in REPORT_MARKERS):
         raise FileRefused(f"--out {out} is a folder with other content (no plan.json or metrics.json of a report): "
                           "choose an empty or new folder")
@@ -272,10 +336,13 @@ def run(args: argparse.Namespace) -> int:
     import torch.distributed as dist
 
     started = time.perf_counter()
-    check_out(args.out)
+    phased = bool(args.state or args.throughput or args.report_only)
+    check_out(args.out, phased)
     torch.set_num_threads(cpu_threads(args.threads))
     args.out.mkdir(parents=True, exist_ok=True)
     try:
+        if phased:
+            return _phased(args)
         if args.before or args.after:
             return _existing(args, started)
         return _generate(args, started)
