@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import shutil
 import sys
@@ -59,7 +60,7 @@ from attnscope.erasure import edit_subsets, erase_uce
 from attnscope.erasure.edit import Edit
 from attnscope.models.toy import load_toy_and_oracle
 from attnscope.report import ReportInputs, StateInfo, write_leakage_report
-from attnscope.report.inside import tradeoff_section, tradeoff_study
+from attnscope.report.inside import leading_sentence, tradeoff_section, tradeoff_study
 from attnscope.runner import BASE, Plan, Reduction, State, read_ledgers, run_state
 from attnscope.runner.run import check_plan
 from attnscope.runner.shard import Shard
@@ -214,7 +215,7 @@ def ablation_lines(rows: list[dict], names: dict[str, str]) -> list[str]:
             cells = [ci(by[(part, m)], "delta", "delta_low", "delta_high", True) if (part, m) in by else "–"
                      for m in ("target", "retain", "leakage")]
             share = by.get((part, "leakage"), {}).get("share", float("nan"))
-            lines.append(f"| {part} | {' | '.join(cells)} | {share:.2f} |")
+            lines.append(f"| {part} | {' | '.join(cells)} | {'—' if math.isnan(share) else f'{share:.2f}'} |")
         lines.append("")
     return lines
 
@@ -274,9 +275,7 @@ def write_report(pipe, oracle, args: argparse.Namespace) -> int:
         f"python3 benchmarks/inside_leak.py --work $W --phase report --out {args.out}",
         "```", "",
         "## Which part of the edit carries the leakage", "",
-        f"Parts alone whose leakage change is at least half the full edit's: "
-        + (", ".join(f"{r['part']} (Δ {ci(r, 'delta', 'delta_low', 'delta_high', True)}, share {r['share']:.2f})"
-                     for r in leading) or "none") + ".", "",
+        "Layers (each alone): " + leading_sentence(rows, leading, "uce"), "",
         *ablation_lines(rows, names),
         f"![ablation]({relative}/ablation.png)", "",
         "## Concentration and dispersal (two-object images, before → after the full edit)", "",
@@ -290,7 +289,7 @@ def write_report(pipe, oracle, args: argparse.Namespace) -> int:
         lines += [f"Logistic regression of the judged leakage ({outcome['positives']} of {outcome['images']} images, "
                   f"{outcome['prompts']} prompts) on binding shift, entropy change and mass on the erased token: "
                   f"out-of-fold **AUC {ci(outcome['auc'])}** "
-                  "(folds and bootstrap by prompt).", "",
+                  "(within folds of prompts, averaged; bootstrap by prompt).", "",
                   "| feature | AUC alone | Cohen's d | odds ratio per SD (joint) |", "|---|---|---|---:|",
                   *(f"| {e['feature']} | {ci(e['auc'])} | {ci(e['cohens_d'], sign=True)} | "
                     f"{e['odds_ratio_per_sd'] or float('nan'):.2f} |" for e in outcome["effects"]), "",

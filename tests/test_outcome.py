@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from attnscope.analyses.outcome import auc, cohens_d, fit_outcome, leakage_images
+from attnscope.analyses.outcome import FEATURES, auc, cohens_d, fit_outcome, leakage_images
 from attnscope.analyses.stats import cluster_bootstrap
 
 
@@ -108,3 +108,15 @@ def test_outcome_figure_draws_the_roc_and_one_bar_per_feature_and_the_joint_mode
     assert [t.get_text() for t in bars.get_yticklabels()] == [
         "joint model", "binding shift", "entropy change", "erased mass"]
     assert len(fit.labels) == len(fit.predicted) == fit.n_images
+
+
+def test_features_without_signal_score_an_auc_near_one_half_even_when_prompts_differ_in_rate():
+    # 60 prompts × 4 images: most prompts leak almost always, a few almost never; the features are noise.
+    # Pooling the folds' predictions scores 0.42 here (each fold's intercept comes from the other prompts).
+    rng = np.random.default_rng(1)
+    rates = np.where(rng.random(60) < 0.8, 0.95, 0.1)
+    rows = [{"prompt_id": f"p{p}", "leaked": bool(rng.random() < rate), **dict(zip(FEATURES, rng.normal(size=3)))}
+            for p, rate in enumerate(rates) for _ in range(4)]
+    fit = fit_outcome(rows, n_resamples=300)
+    assert fit.auc.low < 0.5 < fit.auc.high
+    assert abs(fit.auc.estimate - 0.5) < 0.06

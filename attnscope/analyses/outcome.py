@@ -17,8 +17,11 @@ leakage answer on the edited image ("is the bird wooden?"):
 
 :func:`fit_outcome` fits a logistic regression (scikit-learn, standardised
 features) and scores it by the AUC of out-of-fold predictions (folds by
-prompt, so one prompt's seeds never sit on both sides), with a
-prompt-clustered bootstrap interval; per feature it gives the univariate
+prompt, so one prompt's seeds never sit on both sides), computed within each
+fold and averaged, with a prompt-clustered bootstrap interval. (Pooling the
+folds' predictions into one AUC is biased below 0.5 when the features carry
+little signal: each fold's intercept is fitted on the other prompts, whose
+leakage rate moves opposite to the held-out ones'.) per feature it gives the univariate
 AUC and Cohen's d with intervals and the standardised coefficient; and it
 lists the images where attention and judge disagree most.
 """
@@ -54,6 +57,20 @@ def auc(scores: Sequence[float], labels: Sequence[bool]) -> float:
     return float((ranks[y].sum() - positives * (positives + 1) / 2) / (positives * negatives))
 
 
+def fold_auc(scores: Sequence[float], labels: Sequence[bool], folds: Sequence[int]) -> float:
+    """The AUC within each fold (``folds``: fold index per row, −1 for none), averaged weighting each fold by
+    its rows; folds with one class are skipped; NaN if none has both."""
+    scores, labels, folds = np.asarray(scores, dtype=float), np.asarray(labels, dtype=bool), np.asarray(folds)
+    values, weights = [], []
+    for fold in np.unique(folds[folds >= 0]):
+        rows = folds == fold
+        value = auc(scores[rows], labels[rows])
+        if not np.isnan(value):
+            values.append(value)
+            weights.append(int(rows.sum()))
+    return float(np.average(values, weights=weights)) if values else float("nan")
+
+
 def cohens_d(values: Sequence[float], labels: Sequence[bool]) -> float:
     """(mean of the positives − mean of the negatives) / pooled sample SD; NaN if a group has < 2 values."""
     x, y = np.asarray(values, dtype=float), np.asarray(labels, dtype=bool)
@@ -72,8 +89,10 @@ def _pipeline(seed: int):
     return make_pipeline(StandardScaler(), LogisticRegression(random_state=seed))
 
 
-def out_of_fold(x: np.ndarray, y: np.ndarray, groups: Sequence[str], folds: int = 5, seed: int = 0) -> np.ndarray:
-    """P(yes) of each row (n,) from a logistic regression fitted on the other folds (grouped by ``groups``).
+def out_of_fold(x: np.ndarray, y: np.ndarray, groups: Sequence[str], folds: int = 5,
+                seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """P(yes) of each row (n,) from a logistic regression fitted on the other folds (grouped by ``groups``),
+    and each row's fold index (n,) (−1: not predicted, fewer than two groups).
 
     With fewer groups than ``folds`` every group is its own fold; a training
     set with one class predicts that class's rate.
@@ -82,15 +101,16 @@ def out_of_fold(x: np.ndarray, y: np.ndarray, groups: Sequence[str], folds: int 
 
     groups = np.asarray(groups, dtype=object).astype(str)
     n_folds = min(folds, len(set(groups)))
-    p = np.full(len(y), np.nan)
+    p, fold_of = np.full(len(y), np.nan), np.full(len(y), -1)
     if n_folds < 2:
-        return p
-    for train, test in GroupKFold(n_splits=n_folds).split(x, y, groups):
+        return p, fold_of
+    for fold, (train, test) in enumerate(GroupKFold(n_splits=n_folds).split(x, y, groups)):
+        fold_of[test] = fold
         if len(set(y[train])) < 2:
             p[test] = float(y[train].mean())
         else:
             p[test] = _pipeline(seed).fit(x[train], y[train]).predict_proba(x[test])[:, 1]
-    return p
+    return p, fold_of
 
 
 # --------------------------------------------------------------------------- fit
@@ -112,7 +132,8 @@ class FeatureEffect:
 
 @dataclass(frozen=True)
 class OutcomeFit:
-    """The joint model's out-of-fold AUC (prompt-clustered interval), per-feature effects, disagreements."""
+    """The joint model's out-of-fold AUC (within folds, averaged; prompt-clustered interval), per-feature
+    effects, disagreements."""
 
     features: tuple[str, ...]
     label: str
@@ -123,6 +144,7 @@ class OutcomeFit:
     effects: tuple[FeatureEffect, ...]
     predicted: np.ndarray = field(repr=False)  # (n,) out-of-fold P(yes) of the rows kept
     labels: np.ndarray = field(repr=False)  # (n,) their judged outcome
+    folds: np.ndarray = field(repr=False, default_factory=lambda: np.zeros(0, dtype=int))  # (n,) fold of each row
     disagreements: tuple[dict, ...] = ()
 
     def summary(self) -> dict[str, Any]:
@@ -155,8 +177,8 @@ def fit_outcome(
     """How well ``features`` of each row (one image) predict its boolean ``label``.
 
     Rows with a non-finite feature are left out. The AUC is that of the
-    out-of-fold predictions (:func:`out_of_fold`), its interval resamples
-    whole ``cluster`` values (prompts). ``disagreements``: the
+    out-of-fold predictions (:func:`out_of_fold`) within each fold, averaged
+    (:func:`fold_auc`); its interval resamples whole ``cluster`` values (prompts). ``disagreements``: the
     ``n_disagreements`` rows with the highest P(yes) that the judge answered
     no, then those with the lowest P(yes) it answered yes.
     """
@@ -166,8 +188,8 @@ def fit_outcome(
     y = np.array([bool(r[label]) for r in kept])
     groups = [str(r[cluster]) for r in kept]
     boot = {"level": level, "n_resamples": n_resamples, "seed": seed}
-    predicted = out_of_fold(x, y, groups, folds, seed)
-    joint = cluster_bootstrap(lambda i: auc(predicted[i], y[i]), groups, **boot)
+    predicted, fold_of = out_of_fold(x, y, groups, folds, seed)
+    joint = cluster_bootstrap(lambda i: fold_auc(predicted[i], y[i], fold_of[i]), groups, **boot)
     coefficients = np.full(len(features), np.nan)
     if len(set(y)) == 2:
         coefficients = _pipeline(seed).fit(x, y)[-1].coef_[0]
@@ -186,7 +208,7 @@ def fit_outcome(
         for i in [*false_alarms, *misses] if np.isfinite(predicted[i])
     )
     return OutcomeFit(features, label, len(kept), len(set(groups)), int(y.sum()), joint, effects, predicted, y,
-                      disagreements)
+                      fold_of, disagreements)
 
 
 # --------------------------------------------------------------------------- features from run files

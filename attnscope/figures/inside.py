@@ -102,7 +102,8 @@ def dispersal_figure(rows: Sequence[Row]):
 
 
 def outcome_figure(fit):
-    """ROC curve of the out-of-fold predictions, and each feature's AUC beside the joint model's (95 % CI).
+    """ROC curves of the out-of-fold predictions, one per fold, and each feature's AUC beside the joint
+    model's (95 % CI).
 
     ``fit``: :class:`~attnscope.analyses.outcome.OutcomeFit`.
     """
@@ -113,14 +114,20 @@ def outcome_figure(fit):
         figure, (roc, bars) = plt.subplots(1, 2, figsize=(TWO_COLUMN, 2.6))
         ok = np.isfinite(fit.predicted)
         both_classes = bool(ok.any()) and 0 < y[ok].sum() < ok.sum()
-        if both_classes:
-            fpr, tpr, _ = roc_curve(y[ok], fit.predicted[ok])
-            roc.plot(fpr, tpr, color=PALETTE[0], label=f"AUC {fit.auc.estimate:.2f}")
+        folds = np.asarray(fit.folds) if len(fit.folds) == len(y) else np.where(ok, 0, -1)
+        labelled = False
+        for fold in np.unique(folds[ok & (folds >= 0)]) if both_classes else ():
+            rows = ok & (folds == fold)
+            if 0 < y[rows].sum() < rows.sum():
+                fpr, tpr, _ = roc_curve(y[rows], fit.predicted[rows])
+                roc.plot(fpr, tpr, color=PALETTE[0], linewidth=0.8, alpha=0.7,
+                         label=None if labelled else f"AUC {fit.auc.estimate:.2f} (mean of folds)")
+                labelled = True
         roc.plot([0, 1], [0, 1], color="grey", linewidth=0.5, linestyle="--")
         roc.set_xlabel("false positive rate")
         roc.set_ylabel("true positive rate")
         roc.set_title("judged leakage from attention (out-of-fold)")
-        if both_classes:
+        if labelled:
             roc.legend(frameon=False, loc="lower right")
         names = ["joint model", *(e.feature.replace("_", " ") for e in fit.effects)]
         intervals = [fit.auc, *(e.auc for e in fit.effects)]

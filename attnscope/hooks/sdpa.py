@@ -13,9 +13,11 @@ recorded q/k carry every norm and rotation the model applied.
 The softmax normaliser comes for free when SDPA runs a flash kernel (CUDA's
 ``_scaled_dot_product_flash_attention`` or the CPU one): their second output
 is the log-sum-exp of each query row over all keys, which a
-``TorchDispatchMode`` around the SDPA call picks up. Other kernels (memory-
-efficient, cuDNN, math) do not return it; :func:`row_logsumexp` then
-recomputes it from the recorded q/k in query chunks.
+``TorchDispatchMode`` around the SDPA call picks up. cuDNN's kernel (which
+PyTorch prefers on Hopper GPUs) writes it too when asked
+(``compute_log_sumexp``, off at inference): the mode asks, and the output is
+the same. Other kernels (memory-efficient, math) do not return it;
+:func:`row_logsumexp` then recomputes it from the recorded q/k in query chunks.
 """
 
 from __future__ import annotations
@@ -37,6 +39,14 @@ def _flash_ops() -> tuple:
     if hasattr(aten, "_scaled_dot_product_flash_attention"):
         ops.append(aten._scaled_dot_product_flash_attention.default)
     return tuple(ops)
+
+
+def _cudnn_op():
+    op = getattr(torch.ops.aten, "_scaled_dot_product_cudnn_attention", None)
+    return None if op is None else op.default
+
+
+_CUDNN_COMPUTE_LSE = 4  # position of ``compute_log_sumexp`` in the cuDNN op's arguments
 
 
 @dataclass
@@ -67,12 +77,18 @@ class _KernelLogSumExp(TorchDispatchMode):
         super().__init__()
         self.lse: torch.Tensor | None = None
         self._flash = _flash_ops()
+        self._cudnn = _cudnn_op()
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         if func is torch.ops.aten.scaled_dot_product_attention.default:
             with self:  # not decomposed yet (inference mode): run its decomposition under this mode
                 return func.decompose(*args, **kwargs)
+        if func is self._cudnn and len(args) > _CUDNN_COMPUTE_LSE:
+            args = (*args[:_CUDNN_COMPUTE_LSE], True, *args[_CUDNN_COMPUTE_LSE + 1 :])
+            out = func(*args, **kwargs)
+            self.lse = out[1].squeeze(-1) if out[1].dim() == 4 else out[1]
+            return out
         out = func(*args, **kwargs)
         if func in self._flash:
             self.lse = out[1]
