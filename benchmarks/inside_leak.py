@@ -192,6 +192,11 @@ def run_tradeoff_phase(pipe, oracle, args: argparse.Namespace) -> None:
 # --------------------------------------------------------------------------- report
 
 
+def number(value: float | None) -> str:
+    """``0.123``; ``–`` when unknown (NaN, or None from JSON)."""
+    return "–" if value is None or value != value else f"{value:.3f}"
+
+
 def ci(row, value="estimate", low="low", high="high", sign=False) -> str:
     """``0.123 [0.100, 0.150]``; ``–`` when the value is unknown (NaN, or None from JSON)."""
     form = "+.3f" if sign else ".3f"
@@ -288,8 +293,10 @@ def write_report(pipe, oracle, args: argparse.Namespace) -> int:
     if outcome:
         lines += [f"Logistic regression of the judged leakage ({outcome['positives']} of {outcome['images']} images, "
                   f"{outcome['prompts']} prompts) on binding shift, entropy change and mass on the erased token: "
-                  f"out-of-fold **AUC {ci(outcome['auc'])}** "
-                  "(within folds of prompts, averaged; bootstrap by prompt).", "",
+                  f"out-of-fold **AUC {ci(outcome['auc'])}** (folds and bootstrap by prompt); with the answers "
+                  f"shuffled among prompts the same procedure scores {ci(outcome['null_auc'])} (mean and central "
+                  f"95 % of {outcome['null_auc']['n']} shuffles: out-of-fold AUCs sit below 0.5 when the features "
+                  f"carry no signal), permutation **p = {number(outcome['p_value'])}**.", "",
                   "| feature | AUC alone | Cohen's d | odds ratio per SD (joint) |", "|---|---|---|---:|",
                   *(f"| {e['feature']} | {ci(e['auc'])} | {ci(e['cohens_d'], sign=True)} | "
                     f"{e['odds_ratio_per_sd'] or float('nan'):.2f} |" for e in outcome["effects"]), "",

@@ -155,11 +155,11 @@ def attention_sections(records: Sequence[Mapping[str, Any]], before: Path, after
         f"Logistic regression of the judge's leakage answer on the edited image ({fit.positives} of {fit.n_images} "
         f"images judged leaked, {fit.n_prompts} prompts) on standardised attention features: binding shift of the "
         "attribute word onto the retained object, change of its map's entropy, and the attention mass left on the "
-        "erased noun. AUC of out-of-fold predictions, within folds of prompts and averaged, with a "
-        "prompt-clustered bootstrap interval: "
-        f"{fit.auc}.")]
+        f"erased noun. AUC of out-of-fold predictions (folds by prompt), prompt-clustered interval: {fit.auc}; the "
+        f"same procedure with the answers shuffled among prompts (the null; out-of-fold AUCs sit below 0.5 when "
+        f"features carry no signal): {fit.null}; permutation p = {fit.p_value:.3f}.")]
     o_body.append(_figure(outcome_figure(fit), out / "figures", f"outcome_{stem}",
-                          "ROC of the out-of-fold predictions, one curve per fold; AUC per feature and jointly."))
+                          "ROC of the out-of-fold predictions; AUC per feature and jointly (grey tick: the null)."))
     o_body.append(h.table([{"feature": e.feature, "AUC alone [95% CI]": str(e.auc),
                             "Cohen's d [95% CI]": str(e.cohens_d), "odds ratio per SD (joint)": e.odds_ratio}
                            for e in fit.effects]))
