@@ -60,7 +60,7 @@ from attnscope.erasure import edit_subsets, erase_uce
 from attnscope.erasure.edit import Edit
 from attnscope.models.toy import load_toy_and_oracle
 from attnscope.report import ReportInputs, StateInfo, write_leakage_report
-from attnscope.report.inside import leading_sentence, tradeoff_section, tradeoff_study
+from attnscope.report.inside import full_change_sentence, parts_sentence, tradeoff_section, tradeoff_study
 from attnscope.runner import BASE, Plan, Reduction, State, read_ledgers, run_state
 from attnscope.runner.run import check_plan
 from attnscope.runner.shard import Shard
@@ -206,6 +206,16 @@ def ci(row, value="estimate", low="low", high="high", sign=False) -> str:
         "nan" if row.get(k) is None else f"{row[k]:{form}}" for k in (low, high)) + "]"])
 
 
+def leading_lines(rows: list[dict], names: dict[str, str]) -> list[str]:
+    """The full edit's leakage change, then per kind of part which parts carry it (or change it alone)."""
+    lines = [full_change_sentence(rows, "uce"), ""]
+    for kind in ABLATIONS:
+        mine = [r for r in rows if names[r["part"]] == kind]
+        if mine:
+            lines.append(f"- by {kind} (each alone): " + parts_sentence(leading_parts(mine, "leakage")))
+    return lines
+
+
 def ablation_lines(rows: list[dict], names: dict[str, str]) -> list[str]:
     """Per kind of part, a table: Δ target, Δ retain, Δ leakage [95% CI] and the leakage share."""
     by = {(r["part"], r["metric"]): r for r in rows}
@@ -254,7 +264,6 @@ def write_report(pipe, oracle, args: argparse.Namespace) -> int:
     rows = ablation_table(records, n_resamples=args.resamples)
     kinds = {"all": "all", **{p.label: p.kind for kind in args.ablate for p in edit_subsets(states[1].edit, kind, pipe)}}
     names = {r["part"]: kinds.get(r["part"], "?") for r in rows}
-    leading = leading_parts([r for r in rows if names[r["part"]] in ("layers", "all")], "leakage")
     outcome = metrics.get(f"outcome:{FULL}")
     dispersal = metrics.get(f"dispersal:{FULL}", {}).get("rows", [])
     args.figures.mkdir(parents=True, exist_ok=True)
@@ -280,7 +289,7 @@ def write_report(pipe, oracle, args: argparse.Namespace) -> int:
         f"python3 benchmarks/inside_leak.py --work $W --phase report --out {args.out}",
         "```", "",
         "## Which part of the edit carries the leakage", "",
-        "Layers (each alone): " + leading_sentence(rows, leading, "uce"), "",
+        *leading_lines(rows, names), "",
         *ablation_lines(rows, names),
         f"![ablation]({relative}/ablation.png)", "",
         "## Concentration and dispersal (two-object images, before → after the full edit)", "",

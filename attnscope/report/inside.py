@@ -43,20 +43,33 @@ class Section:
 
 
 def leading_sentence(rows: Sequence[dict], parts: Sequence[dict], edit: str) -> str:
-    """What :func:`~attnscope.analyses.ablation.leading_parts` found, in words: the parts carrying the full edit's
-    leakage change, or, when the full edit has no clear change, the parts that change leakage on their own."""
+    """What :func:`~attnscope.analyses.ablation.leading_parts` found, in words: the full edit's leakage change,
+    then the parts carrying it or, when it is not clear, the parts that change leakage on their own."""
+    return f"{full_change_sentence(rows, edit)} {parts_sentence(parts)}"
+
+
+def full_change_sentence(rows: Sequence[dict], edit: str) -> str:
+    """``"The full edit changes leakage by Δ [CI]."`` or that it changes nothing measurable."""
     full = next((r for r in rows if r["metric"] == "leakage" and r["part"] == FULL and r["edit"] == edit), None)
-    named = ", ".join(f"{p['part']} (Δ {_ci(p, 'delta', 'delta_low', 'delta_high', True)}"
-                      + (f", share {p['share']:.2f})" if not math.isnan(p["share"]) else ")") for p in parts)
     if full is None or math.isnan(full["delta"]):
-        return f"the parts that change leakage most: {named}."
+        return "The full edit is not in these records."
     change = _ci(full, "delta", "delta_low", "delta_high", True)
     if clear_change(full):
-        return f"the full edit changes leakage by {change}; it comes mostly from {named}."
-    clear = [p for p in parts if clear_change(p)]
-    return (f"the full edit does not change leakage measurably ({change}), so no part has a share of it; "
-            + (f"parts that change it on their own: {named}." if clear
-               else f"no part alone changes it measurably either (largest: {named})."))
+        return f"The full edit changes leakage by {change}."
+    return f"The full edit does not change leakage measurably ({change}), so no part has a share of it."
+
+
+def parts_sentence(parts: Sequence[dict]) -> str:
+    """The parts of :func:`~attnscope.analyses.ablation.leading_parts` in words, with their Δ (and share)."""
+    if not parts:
+        return "No parts."
+    named = ", ".join(f"{p['part']} (Δ {_ci(p, 'delta', 'delta_low', 'delta_high', True)}"
+                      + (f", share {p['share']:.2f})" if not math.isnan(p["share"]) else ")") for p in parts)
+    if any(not math.isnan(p["share"]) for p in parts):
+        return f"It comes mostly from {named}."
+    if any(clear_change(p) for p in parts):
+        return f"Parts that change it on their own: {named}."
+    return f"No part alone changes it measurably (largest: {named})."
 
 
 def _figure(figure, folder: Path, stem: str, caption: str) -> str:
