@@ -194,14 +194,27 @@ def selected_probabilities(
         probs = torch.exp(query @ keys.transpose(-1, -2) * call.scale - lse[..., None])
         return probs.mean(dim=1, keepdim=True) if mean_heads else probs
     batch, heads = call.query.shape[:2]
-    query = call.query[:, :, query_rows].float()
+    query = call.query[:, :, query_rows]
     index = key_index[:, None, :, None].expand(batch, heads, -1, call.key.shape[-1])
-    keys = call.key.expand(batch, heads, -1, -1).gather(2, index).float()
-    scores = query @ keys.transpose(-1, -2) * call.scale
+    keys = call.key.expand(batch, heads, -1, -1).gather(2, index)
+    scores = _scores(query, keys).mul_(call.scale)
     mask = additive_mask(call.attn_mask, torch.float32)
     if mask is not None:
         mask = mask.expand(batch, heads, -1, -1)
         rows = _mask_rows(mask, query_rows, 0, query.shape[2])
-        scores = scores + rows.gather(-1, key_index[:, None, None, :].expand(batch, heads, rows.shape[2], -1))
-    probs = torch.exp(scores - row_logsumexp(call, query_rows)[..., None])
+        scores += rows.gather(-1, key_index[:, None, None, :].expand(batch, heads, rows.shape[2], -1))
+    probs = scores.sub_(row_logsumexp(call, query_rows)[..., None]).exp_()
     return probs.mean(dim=1, keepdim=True) if mean_heads else probs
+
+
+def _scores(query: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+    """``query @ keysᵀ`` in float32: ``(B, H, n, D)`` × ``(B, H, T, D)`` → ``(B, H, n, T)``.
+
+    Half-precision inputs on a GPU go straight into a float32-output matmul
+    (exact products, float32 sums), so the image queries are never copied to
+    float32; elsewhere both sides are converted first.
+    """
+    if query.is_cuda and query.dtype in (torch.float16, torch.bfloat16):
+        flat = torch.bmm(query.flatten(0, 1), keys.flatten(0, 1).transpose(1, 2), out_dtype=torch.float32)
+        return flat.unflatten(0, query.shape[:2])
+    return query.float() @ keys.float().transpose(-1, -2)
