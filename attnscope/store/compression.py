@@ -45,6 +45,7 @@ QUANTUM = 1 / 255  # quantised mode: probabilities are stored as multiples of th
 MAX_ERROR = QUANTUM / 2  # the largest absolute error the quantised mode makes on a value in [0, 1]
 FLOAT, STEP_DELTA = "float", "uint8-step-delta"
 DEFAULT_CHUNK_WIDTH = 4096  # at most this many map values per chunk along L (one 64×64 map)
+DEFAULT_STEP_BLOCK = 10  # at most this many stored steps per chunk
 
 
 class MissingCodecError(RuntimeError):
@@ -70,16 +71,18 @@ def _filter(mode: str) -> tuple[str, dict]:
 
 @dataclass(frozen=True)
 class Storage:
-    """How to store maps: ``mode`` (see the module docstring) and the chunk width along ``L``."""
+    """How to store maps: ``mode`` (see the module docstring), the chunk width along ``L`` and the
+    stored steps per chunk (a capture writes a batch's steps in blocks of that many as it samples)."""
 
     mode: str = "lossless"
     chunk_width: int = DEFAULT_CHUNK_WIDTH
+    step_block: int = DEFAULT_STEP_BLOCK
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise ValueError(f"storage must be one of {', '.join(MODES)}; got {self.mode!r}")
-        if self.chunk_width < 1:
-            raise ValueError("chunk_width must be positive")
+        if self.chunk_width < 1 or self.step_block < 1:
+            raise ValueError("chunk_width and step_block must be positive")
 
     @classmethod
     def of(cls, storage: "str | Storage") -> "Storage":
@@ -87,9 +90,10 @@ class Storage:
         return storage if isinstance(storage, Storage) else cls(storage)
 
     def chunk(self, steps: int, width: int) -> tuple[int, int, int]:
-        """``(1, steps, w)``: ``L`` cut into equal pieces of at most ``chunk_width`` (no padded edge chunk)."""
+        """``(1, s, w)``: at most ``step_block`` steps; ``L`` cut into equal pieces of at most ``chunk_width``
+        (no padded edge chunk)."""
         pieces = -(-width // self.chunk_width)
-        return (1, steps, -(-width // pieces))
+        return (1, min(steps, self.step_block), -(-width // pieces))
 
     def create_maps(self, file: h5py.File, steps: int, width: int, dtype: str) -> h5py.Dataset:
         """The empty, resizable ``/maps`` dataset ``(0, steps, width)`` for maps of ``dtype``."""
@@ -107,14 +111,19 @@ class Storage:
         return dataset
 
 
-def quantise(maps: np.ndarray) -> np.ndarray:
+def quantise(maps: np.ndarray, previous: np.ndarray | None = None) -> np.ndarray:
     """Probabilities ``(rows, steps, L)`` in [0, 1] → ``uint8`` step-difference codes of the same shape.
 
-    Torch's CPU kernels (vectorised float16, several threads, no GIL) run this ~2× faster than numpy.
+    ``previous``: ``(rows, L)`` uint8 levels ``round(p / QUANTUM)`` of the step before the first one (a later block of
+    the same rows), or ``None`` when the first step starts the rows. Torch's CPU kernels (vectorised
+    float16, several threads, no GIL) run this ~2× faster than numpy.
     """
     levels = torch.from_numpy(np.ascontiguousarray(maps)).float().mul_(1 / QUANTUM).round_().clamp_(0, 255)
-    codes = levels.to(torch.uint8)
-    codes[:, 1:] -= codes[:, :-1].clone()  # uint8 arithmetic wraps: mod 256
+    levels = levels.to(torch.uint8)
+    codes = levels.clone()
+    codes[:, 1:] -= levels[:, :-1]  # uint8 arithmetic wraps: mod 256
+    if previous is not None:
+        codes[:, 0] -= torch.from_numpy(previous)
     return codes.numpy()
 
 
@@ -134,11 +143,6 @@ def storage_mode(dataset: h5py.Dataset) -> str:
     """The mode ``dataset`` was written with; format-1 files are ``"raw"``."""
     value = dataset.attrs.get("storage", "raw")
     return value.decode() if isinstance(value, bytes) else str(value)
-
-
-def encode(dataset: h5py.Dataset, maps: np.ndarray) -> np.ndarray:
-    """Maps ``(rows, steps, L)`` as ``dataset`` stores them."""
-    return quantise(maps) if encoding(dataset) == STEP_DELTA else maps
 
 
 def read(dataset: h5py.Dataset, rows: slice | np.ndarray, columns: slice = slice(None)) -> np.ndarray:
