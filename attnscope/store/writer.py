@@ -42,7 +42,7 @@ import numpy as np
 import torch
 
 from attnscope.errors import FileRefused, UserError
-from attnscope.store.compression import STEP_DELTA, Storage, encoding, quantise, storage_mode
+from attnscope.store.compression import Storage, carry, encode, encoding, storage_mode
 from attnscope.store.lock import RunFileLock
 from attnscope.store.schema import FORMAT_NAME, FORMAT_VERSION, CaptureSchema, RunRecord
 
@@ -83,8 +83,10 @@ def _versions() -> dict[str, str]:
     }
 
 
-def create_layout(file: h5py.File, schema: CaptureSchema, storage: Storage = Storage()) -> None:
-    """Create every group and dataset of an empty run file (SWMR forbids later creation)."""
+def create_layout(file: h5py.File, schema: CaptureSchema, storage: Storage = Storage(),
+                  encoding: str | None = None) -> None:
+    """Create every group and dataset of an empty run file (SWMR forbids later creation); ``encoding`` of
+    /maps: the storage mode's, or that of a file being copied."""
     file.attrs["format"] = FORMAT_NAME
     file.attrs["format_version"] = FORMAT_VERSION
     file.attrs["schema"] = schema.to_json()
@@ -96,7 +98,7 @@ def create_layout(file: h5py.File, schema: CaptureSchema, storage: Storage = Sto
     tokens = file.create_group("tokens")
     for name, dtype in _TOKEN_FIELDS.items():
         tokens.create_dataset(name, (0,), maxshape=(None,), dtype=dtype, chunks=(4096,))
-    storage.create_maps(file, len(schema.steps), schema.width_l, schema.dtype)
+    storage.create_maps(file, len(schema.steps), schema.width_l, schema.dtype, encoding)
     file.create_dataset(
         "images", (0, schema.height, schema.width, 3), maxshape=(None, schema.height, schema.width, 3),
         dtype=np.uint8, chunks=(1, schema.height, schema.width, 3),
@@ -117,14 +119,13 @@ class BatchRows:
     """The ``/maps`` rows of one batch of runs, allocated when its first steps are written.
 
     ``slots[i]``: the token slots of the host maps that run ``i`` owns; the
-    writer thread sets ``starts`` (each run's first row) and, for quantised
-    files, keeps the last written step's levels so step differences continue
-    across step blocks.
+    writer thread sets ``starts`` (each run's first row) and keeps what the next block of steps is
+    encoded against (lossless and quantised files encode each step against the one before).
     """
 
     slots: list[list[int]]
     starts: list[int] | None = None
-    previous: dict = field(default_factory=dict)  # (run, first slot) -> uint8 levels of the last written step
+    previous: dict = field(default_factory=dict)  # (run, first slot) -> `compression.carry` of the last block
 
 
 @dataclass
@@ -167,7 +168,8 @@ def _recover(path: Path) -> int:
 
     temporary = path.with_name(path.name + ".recovering")
     with RunFile(path) as old, h5py.File(temporary, "w", libver="latest") as new:
-        create_layout(new, old.schema, Storage(storage_mode(old.file["maps"])))
+        maps = old.file["maps"]  # copied as stored: same mode, same encoding, same steps per chunk
+        create_layout(new, old.schema, Storage(storage_mode(maps), step_block=maps.chunks[1]), encoding(maps))
         keep = np.flatnonzero(old.complete)
         for run in keep:
             record = old.record(int(run))
@@ -445,19 +447,16 @@ class RunWriter:
             item.ready.synchronize()
         maps = item.maps.numpy()
         steps = slice(item.first, item.first + maps.shape[0])
-        quantised = encoding(dataset) == STEP_DELTA
+        kind = encoding(dataset)
         # Few large writes: h5py lets go of the GIL while HDF5 compresses and writes, so the sampling thread
         # keeps launching kernels; what holds the GIL is per-call bookkeeping, so calls are per run, not per row.
         for index, (owned, row) in enumerate(zip(rows.slots, rows.starts)):
             for span in _spans(owned):
                 values = maps[:, index, span].transpose(1, 0, 2)  # (rows, steps, L)
                 count = span.stop - span.start
-                if quantised:
-                    key = (index, span.start)
-                    dataset[row : row + count, steps] = quantise(values, rows.previous.get(key))
-                    rows.previous[key] = quantise(values[:, -1:])[:, 0]
-                else:
-                    dataset[row : row + count, steps] = values
+                key = (index, span.start)
+                dataset[row : row + count, steps] = encode(kind, values, rows.previous.get(key))
+                rows.previous[key] = carry(kind, values)
                 row += count
 
     def _write_batch(self, batch: _Batch) -> None:
