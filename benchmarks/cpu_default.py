@@ -2,11 +2,14 @@
 
     python benchmarks/cpu_default.py --repeats 5 --out benchmarks/results/cpu_default.md
 
-Each repeat runs, as fresh processes and in alternating order, the import floor
-``python -c "import torch, diffusers, transformers"`` and the default
+Each repeat runs, as fresh processes and in rotating order, the import floor
+``python -c "import torch, diffusers, transformers"``, the default
 ``attnscope capture --prompt "a wooden bench and a blue bird" --out RUN.h5`` on
-the built-in model; the ratio of their wall times is reported per repeat, with
-the median and mean. The target (issue 10) is a ratio ≤ 1.5.
+the built-in model, and, for reference, the imports of the two model classes
+any Stable-Diffusion-shaped pipeline needs (``UNet2DConditionModel``,
+``CLIPTextModel``: diffusers and transformers import most of their model code
+with them); the ratios to the floor are reported per repeat, with the median
+and mean. The target (issue 10) is a capture ratio ≤ 1.5.
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ from pathlib import Path
 
 PROMPT = "a wooden bench and a blue bird"
 FLOOR = [sys.executable, "-c", "import torch, diffusers, transformers"]
+CLASSES = [sys.executable, "-c", "import torch, diffusers, transformers; from diffusers import UNet2DConditionModel; "
+           "from transformers import CLIPTextModel"]
 
 
 def capture_command(out: Path) -> list[str]:
@@ -39,38 +44,43 @@ def wall(command: list[str]) -> float:
     return time.perf_counter() - start
 
 
-def measure(repeats: int, work: Path) -> list[tuple[float, float]]:
-    """``(floor s, capture s)`` per repeat, alternating which of the two runs first."""
+def measure(repeats: int, work: Path) -> list[tuple[float, float, float]]:
+    """``(floor s, capture s, classes s)`` per repeat; the order of the three rotates from repeat to repeat."""
     wall(FLOOR)  # warm the file cache once, unmeasured
-    pairs = []
+    rows = []
     for repeat in range(repeats):
-        run = lambda: wall(capture_command(work / f"run{repeat}.h5"))  # noqa: E731
-        if repeat % 2 == 0:
-            floor, capture = wall(FLOOR), run()
-        else:
-            capture, floor = run(), wall(FLOOR)
-        pairs.append((floor, capture))
-        print(f"repeat {repeat}: import {floor:.2f} s, capture {capture:.2f} s, ratio {capture / floor:.2f}", flush=True)
-    return pairs
+        commands = {"floor": FLOOR, "capture": capture_command(work / f"run{repeat}.h5"), "classes": CLASSES}
+        order = list(commands)[repeat % 3:] + list(commands)[: repeat % 3]
+        seconds = {name: wall(commands[name]) for name in order}
+        rows.append((seconds["floor"], seconds["capture"], seconds["classes"]))
+        print(f"repeat {repeat}: import {seconds['floor']:.2f} s, capture {seconds['capture']:.2f} s, "
+              f"model classes {seconds['classes']:.2f} s", flush=True)
+    return rows
 
 
-def report(pairs: list[tuple[float, float]]) -> str:
-    ratios = [c / f for f, c in pairs]
-    rows = "\n".join(f"| {i} | {f:.2f} | {c:.2f} | {c / f:.2f} |" for i, (f, c) in enumerate(pairs))
+def report(rows: list[tuple[float, float, float]]) -> str:
+    ratios = [c / f for f, c, _ in rows]
+    classes = [m / f for f, _, m in rows]
+    table = "\n".join(f"| {i} | {f:.2f} | {c:.2f} | {c / f:.2f} | {m:.2f} | {m / f:.2f} |"
+                      for i, (f, c, m) in enumerate(rows))
     median, mean = statistics.median(ratios), statistics.mean(ratios)
     verdict = "meets" if median <= 1.5 else "misses"
     return f"""# Default capture on a CPU vs the import floor
 
-`python benchmarks/cpu_default.py --repeats {len(pairs)}` on {platform.machine()} with {os.cpu_count()} cores,
-Python {platform.python_version()}: each repeat runs `python -c "import torch, diffusers, transformers"`
-and `attnscope capture --prompt "{PROMPT}" --out RUN.h5` (the README's main command: built-in model, default
-sampler, every layer and step captured, written to disk) as fresh processes, in alternating order.
+`python benchmarks/cpu_default.py --repeats {len(rows)}` on {platform.machine()} with {os.cpu_count()} cores,
+Python {platform.python_version()}: each repeat runs `python -c "import torch, diffusers, transformers"` (the floor),
+`attnscope capture --prompt "{PROMPT}" --out RUN.h5` (the README's main command: built-in model, default
+sampler, every layer and step captured, written to disk) and, for reference, the import of the two model classes
+every Stable-Diffusion-shaped pipeline loads (`from diffusers import UNet2DConditionModel; from transformers import
+CLIPTextModel` after the floor's imports), as fresh processes, in rotating order.
 
-| repeat | import floor (s) | capture (s) | ratio |
-|---|---:|---:|---:|
-{rows}
+| repeat | import floor (s) | capture (s) | capture ÷ floor | model classes (s) | classes ÷ floor |
+|---|---:|---:|---:|---:|---:|
+{table}
 
 Ratio capture ÷ import floor: median **{median:.2f}**, mean {mean:.2f} (target ≤ 1.5: {verdict} it on the median).
+Importing the two model classes alone: median {statistics.median(classes):.2f}, mean {statistics.mean(classes):.2f}
+of the floor.
 """
 
 

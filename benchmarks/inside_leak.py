@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import shutil
 import sys
@@ -59,7 +60,7 @@ from attnscope.erasure import edit_subsets, erase_uce
 from attnscope.erasure.edit import Edit
 from attnscope.models.toy import load_toy_and_oracle
 from attnscope.report import ReportInputs, StateInfo, write_leakage_report
-from attnscope.report.inside import tradeoff_section, tradeoff_study
+from attnscope.report.inside import full_change_sentence, parts_sentence, tradeoff_section, tradeoff_study
 from attnscope.runner import BASE, Plan, Reduction, State, read_ledgers, run_state
 from attnscope.runner.run import check_plan
 from attnscope.runner.shard import Shard
@@ -191,6 +192,11 @@ def run_tradeoff_phase(pipe, oracle, args: argparse.Namespace) -> None:
 # --------------------------------------------------------------------------- report
 
 
+def number(value: float | None) -> str:
+    """``0.123``; ``–`` when unknown (NaN, or None from JSON)."""
+    return "–" if value is None or value != value else f"{value:.3f}"
+
+
 def ci(row, value="estimate", low="low", high="high", sign=False) -> str:
     """``0.123 [0.100, 0.150]``; ``–`` when the value is unknown (NaN, or None from JSON)."""
     form = "+.3f" if sign else ".3f"
@@ -198,6 +204,16 @@ def ci(row, value="estimate", low="low", high="high", sign=False) -> str:
         return "–"
     return " ".join([f"{row[value]:{form}}", "[" + ", ".join(
         "nan" if row.get(k) is None else f"{row[k]:{form}}" for k in (low, high)) + "]"])
+
+
+def leading_lines(rows: list[dict], names: dict[str, str]) -> list[str]:
+    """The full edit's leakage change, then per kind of part which parts carry it (or change it alone)."""
+    lines = [full_change_sentence(rows, "uce"), ""]
+    for kind in ABLATIONS:
+        mine = [r for r in rows if names[r["part"]] == kind]
+        if mine:
+            lines.append(f"- by {kind} (each alone): " + parts_sentence(leading_parts(mine, "leakage")))
+    return lines
 
 
 def ablation_lines(rows: list[dict], names: dict[str, str]) -> list[str]:
@@ -214,7 +230,7 @@ def ablation_lines(rows: list[dict], names: dict[str, str]) -> list[str]:
             cells = [ci(by[(part, m)], "delta", "delta_low", "delta_high", True) if (part, m) in by else "–"
                      for m in ("target", "retain", "leakage")]
             share = by.get((part, "leakage"), {}).get("share", float("nan"))
-            lines.append(f"| {part} | {' | '.join(cells)} | {share:.2f} |")
+            lines.append(f"| {part} | {' | '.join(cells)} | {'—' if math.isnan(share) else f'{share:.2f}'} |")
         lines.append("")
     return lines
 
@@ -248,7 +264,6 @@ def write_report(pipe, oracle, args: argparse.Namespace) -> int:
     rows = ablation_table(records, n_resamples=args.resamples)
     kinds = {"all": "all", **{p.label: p.kind for kind in args.ablate for p in edit_subsets(states[1].edit, kind, pipe)}}
     names = {r["part"]: kinds.get(r["part"], "?") for r in rows}
-    leading = leading_parts([r for r in rows if names[r["part"]] in ("layers", "all")], "leakage")
     outcome = metrics.get(f"outcome:{FULL}")
     dispersal = metrics.get(f"dispersal:{FULL}", {}).get("rows", [])
     args.figures.mkdir(parents=True, exist_ok=True)
@@ -274,9 +289,7 @@ def write_report(pipe, oracle, args: argparse.Namespace) -> int:
         f"python3 benchmarks/inside_leak.py --work $W --phase report --out {args.out}",
         "```", "",
         "## Which part of the edit carries the leakage", "",
-        f"Parts alone whose leakage change is at least half the full edit's: "
-        + (", ".join(f"{r['part']} (Δ {ci(r, 'delta', 'delta_low', 'delta_high', True)}, share {r['share']:.2f})"
-                     for r in leading) or "none") + ".", "",
+        *leading_lines(rows, names), "",
         *ablation_lines(rows, names),
         f"![ablation]({relative}/ablation.png)", "",
         "## Concentration and dispersal (two-object images, before → after the full edit)", "",
@@ -289,8 +302,10 @@ def write_report(pipe, oracle, args: argparse.Namespace) -> int:
     if outcome:
         lines += [f"Logistic regression of the judged leakage ({outcome['positives']} of {outcome['images']} images, "
                   f"{outcome['prompts']} prompts) on binding shift, entropy change and mass on the erased token: "
-                  f"out-of-fold **AUC {ci(outcome['auc'])}** "
-                  "(folds and bootstrap by prompt).", "",
+                  f"out-of-fold **AUC {ci(outcome['auc'])}** (folds and bootstrap by prompt); with the answers "
+                  f"shuffled among prompts the same procedure scores {ci(outcome['null_auc'])} (mean and central "
+                  f"95 % of {outcome['null_auc']['n']} shuffles: out-of-fold AUCs sit below 0.5 when the features "
+                  f"carry no signal), permutation **p = {number(outcome['p_value'])}**.", "",
                   "| feature | AUC alone | Cohen's d | odds ratio per SD (joint) |", "|---|---|---|---:|",
                   *(f"| {e['feature']} | {ci(e['auc'])} | {ci(e['cohens_d'], sign=True)} | "
                     f"{e['odds_ratio_per_sd'] or float('nan'):.2f} |" for e in outcome["effects"]), "",

@@ -34,8 +34,8 @@ def test_method_names_of_parts():
 
 
 def test_ablation_shares_of_the_full_change():
-    # leakage: base 0/4, full edit 2/4, the up part alone 2/4, the down part alone 0/4
-    records = leaks("base", 0) + leaks("uce", 2) + leaks("uce@up", 2) + leaks("uce@down", 0)
+    # leakage: base 0/12, full edit 6/12, the up part alone 6/12, the down part alone 0/12
+    records = leaks("base", 0, 12) + leaks("uce", 6, 12) + leaks("uce@up", 6, 12) + leaks("uce@down", 0, 12)
     records += presence("base", 4) + presence("uce", 1) + presence("uce@up", 3) + presence("uce@down", 2)
     rows = {(r["part"], r["metric"]): r for r in ablation_table(records, n_resamples=200)}
     assert rows[("all", "leakage")]["delta"] == pytest.approx(0.5)
@@ -47,6 +47,16 @@ def test_ablation_shares_of_the_full_change():
     assert [r["part"] for r in leading_parts(list(rows.values()))] == ["up"]
     assert [r["part"] for r in leading_parts(list(rows.values()), "target")] == ["down"]  # none ≥ ½ but down: 0.67
     assert leading_parts([], "leakage") == []
+
+
+def test_without_a_clear_full_change_parts_are_ranked_by_their_own_change():
+    # the full edit: 1/12 leaked vs 0/12 (interval includes 0); up alone 10/12 (clear), down alone 2/12 (not)
+    records = leaks("base", 0, 12) + leaks("uce", 1, 12) + leaks("uce@up", 10, 12) + leaks("uce@down", 2, 12)
+    rows = [r for r in ablation_table(records, n_resamples=500) if r["metric"] == "leakage"]
+    assert all(math.isnan(r["share"]) for r in rows)  # no ratio to a change indistinguishable from none
+    assert [r["part"] for r in leading_parts(rows)] == ["up"]
+    down = [r for r in rows if r["part"] == "down"]
+    assert [r["part"] for r in leading_parts(down)] == ["down"]  # none clear: the largest change
 
 
 def small_prompts():

@@ -209,21 +209,38 @@ def test_overhead_benchmark_runs_in_smoke_mode(tmp_path, one_thread):
 
 
 @pytest.mark.gpu
+@pytest.mark.parametrize("backend", ["flash", "cudnn", "efficient"])
 @pytest.mark.parametrize("family", ["sd3", "flux"])
-def test_cuda_bf16_maps_equal_the_reference_and_images_stay_identical(family):
-    """On the GPU the normaliser comes from the flash kernel; maps must still equal the explicit softmax."""
+def test_cuda_bf16_maps_equal_the_reference_and_images_stay_identical(family, backend):
+    """On the GPU the normaliser comes from the flash or cuDNN kernel (recomputed after the memory-efficient
+    one, which has none); whichever SDPA kernel ran, the maps equal the explicit softmax and the image is kept."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    chosen = {"flash": SDPBackend.FLASH_ATTENTION, "cudnn": SDPBackend.CUDNN_ATTENTION,
+              "efficient": SDPBackend.EFFICIENT_ATTENTION}[backend]
+    from transformers import PreTrainedModel
+
     build = {"sd3": tiny_sd3_pipeline, "flux": tiny_flux_pipeline}[family]
     pipe = build().to("cuda", torch.bfloat16)
-    plain = sample(pipe, family)
-    seen, handles = _record_inputs(pipe)
-    try:
-        with capture(pipe, heads="all", dtype=torch.float32) as cap:
-            captured = sample(pipe, family)
-    finally:
-        for handle in handles:
-            handle.remove()
+    for encoder in pipe.components.values():  # their padding masks rule out fused kernels: only the transformer's
+        if isinstance(encoder, PreTrainedModel):  # attention runs under the chosen SDPA backend
+            encoder.set_attn_implementation("eager")
+    with sdpa_kernel(chosen):
+        try:
+            plain = sample(pipe, family)
+        except RuntimeError as error:
+            if "No available kernel" in str(error):
+                pytest.skip(f"{backend} attention does not run these shapes on this GPU")
+            raise
+        seen, handles = _record_inputs(pipe)
+        try:
+            with capture(pipe, heads="all", dtype=torch.float32) as cap:
+                captured = sample(pipe, family)
+        finally:
+            for handle in handles:
+                handle.remove()
     assert np.array_equal(plain, captured)
-    assert cap.lse_sources == {"kernel"}
+    assert cap.lse_sources == ({"recomputed"} if backend == "efficient" else {"kernel"})
     run = cap.run_ids[-1]
     positions = [t.position for t in cap.file.tokens(run)]
     row = 1 if family == "sd3" else 0  # SD3 runs [uncond, cond]

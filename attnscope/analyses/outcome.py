@@ -17,10 +17,17 @@ leakage answer on the edited image ("is the bird wooden?"):
 
 :func:`fit_outcome` fits a logistic regression (scikit-learn, standardised
 features) and scores it by the AUC of out-of-fold predictions (folds by
-prompt, so one prompt's seeds never sit on both sides), with a
-prompt-clustered bootstrap interval; per feature it gives the univariate
-AUC and Cohen's d with intervals and the standardised coefficient; and it
-lists the images where attention and judge disagree most.
+prompt, so one prompt's seeds never sit on both sides) with a
+prompt-clustered bootstrap interval, beside the same procedure's AUC on data
+where the prompts' answers were shuffled among prompts (the null: features and
+answers keep their clustering, their association is gone). Out-of-fold AUCs
+are biased *below* 0.5 when features carry little signal and answers cluster
+by prompt (each fold's model is fitted on the other prompts, whose relation
+runs opposite to the held-out ones'), so the number to read is the
+difference from the null and its permutation p-value. Per feature it gives
+the univariate AUC and Cohen's d with intervals (no fitting, no such bias)
+and the standardised coefficient; and it lists the images where attention
+and judge disagree most.
 """
 
 from __future__ import annotations
@@ -93,6 +100,29 @@ def out_of_fold(x: np.ndarray, y: np.ndarray, groups: Sequence[str], folds: int 
     return p
 
 
+def shuffled_answers(y: np.ndarray, groups: Sequence[str], rng: np.random.Generator) -> np.ndarray:
+    """``y`` (n,) with whole clusters' answers moved to other clusters of the same size, rows in order."""
+    ids, inverse = np.unique(np.asarray(groups, dtype=object).astype(str), return_inverse=True)
+    members = [np.flatnonzero(inverse == c) for c in range(len(ids))]
+    shuffled = y.copy()
+    for size in {len(m) for m in members}:
+        same = [m for m in members if len(m) == size]
+        for target, source in zip(same, rng.permutation(len(same))):
+            shuffled[target] = y[same[source]]
+    return shuffled
+
+
+def null_aucs(x: np.ndarray, y: np.ndarray, groups: Sequence[str], *, folds: int = 5, n_permutations: int = 200,
+              seed: int = 0) -> np.ndarray:
+    """Out-of-fold AUCs (n_permutations,) of the same procedure on :func:`shuffled_answers` (NaN: one class)."""
+    rng = np.random.default_rng(seed)
+    values = []
+    for _ in range(n_permutations):
+        shuffled = shuffled_answers(y, groups, rng)
+        values.append(auc(out_of_fold(x, shuffled, groups, folds, seed), shuffled))
+    return np.array(values, dtype=float)
+
+
 # --------------------------------------------------------------------------- fit
 
 
@@ -112,14 +142,17 @@ class FeatureEffect:
 
 @dataclass(frozen=True)
 class OutcomeFit:
-    """The joint model's out-of-fold AUC (prompt-clustered interval), per-feature effects, disagreements."""
+    """The joint model's out-of-fold AUC (prompt-clustered interval) and its null, per-feature effects,
+    disagreements."""
 
     features: tuple[str, ...]
     label: str
     n_images: int
     n_prompts: int
     positives: int
-    auc: Interval
+    auc: Interval  # out of fold
+    null: Interval  # the same with answers shuffled among prompts: mean and central 95 % of the permutations
+    p_value: float  # share of permutations (with the observed one) scoring at least the observed AUC
     effects: tuple[FeatureEffect, ...]
     predicted: np.ndarray = field(repr=False)  # (n,) out-of-fold P(yes) of the rows kept
     labels: np.ndarray = field(repr=False)  # (n,) their judged outcome
@@ -133,6 +166,7 @@ class OutcomeFit:
         return {
             "label": self.label, "features": list(self.features), "images": self.n_images,
             "prompts": self.n_prompts, "positives": self.positives, "auc": interval(self.auc),
+            "null_auc": interval(self.null), "p_value": self.p_value,
             "effects": [{"feature": e.feature, "auc": interval(e.auc), "cohens_d": interval(e.cohens_d),
                          "coefficient_per_sd": e.coefficient, "odds_ratio_per_sd": e.odds_ratio}
                         for e in self.effects],
@@ -149,6 +183,7 @@ def fit_outcome(
     folds: int = 5,
     n_disagreements: int = 5,
     n_resamples: int = 2000,
+    n_permutations: int = 200,
     level: float = 0.95,
     seed: int = 0,
 ) -> OutcomeFit:
@@ -156,7 +191,8 @@ def fit_outcome(
 
     Rows with a non-finite feature are left out. The AUC is that of the
     out-of-fold predictions (:func:`out_of_fold`), its interval resamples
-    whole ``cluster`` values (prompts). ``disagreements``: the
+    whole ``cluster`` values (prompts); ``null``: :func:`null_aucs` with
+    ``n_permutations``, and the one-sided permutation p-value. ``disagreements``: the
     ``n_disagreements`` rows with the highest P(yes) that the judge answered
     no, then those with the lowest P(yes) it answered yes.
     """
@@ -168,6 +204,13 @@ def fit_outcome(
     boot = {"level": level, "n_resamples": n_resamples, "seed": seed}
     predicted = out_of_fold(x, y, groups, folds, seed)
     joint = cluster_bootstrap(lambda i: auc(predicted[i], y[i]), groups, **boot)
+    null = null_aucs(x, y, groups, folds=folds, n_permutations=n_permutations, seed=seed)
+    finite = null[np.isfinite(null)]
+    alpha = (1 - level) / 2
+    null_interval = (Interval(float(finite.mean()), *map(float, np.quantile(finite, [alpha, 1 - alpha])), level,
+                              len(finite)) if finite.size else Interval(np.nan, np.nan, np.nan, level, 0))
+    p_value = (float((1 + (finite >= joint.estimate).sum()) / (1 + finite.size))
+               if finite.size and np.isfinite(joint.estimate) else float("nan"))
     coefficients = np.full(len(features), np.nan)
     if len(set(y)) == 2:
         coefficients = _pipeline(seed).fit(x, y)[-1].coef_[0]
@@ -185,8 +228,8 @@ def fit_outcome(
          "kind": "attention says leak, judge says no" if not y[i] else "judge says leak, attention does not"}
         for i in [*false_alarms, *misses] if np.isfinite(predicted[i])
     )
-    return OutcomeFit(features, label, len(kept), len(set(groups)), int(y.sum()), joint, effects, predicted, y,
-                      disagreements)
+    return OutcomeFit(features, label, len(kept), len(set(groups)), int(y.sum()), joint, null_interval, p_value,
+                      effects, predicted, y, disagreements)
 
 
 # --------------------------------------------------------------------------- features from run files

@@ -102,7 +102,8 @@ def dispersal_figure(rows: Sequence[Row]):
 
 
 def outcome_figure(fit):
-    """ROC curve of the out-of-fold predictions, and each feature's AUC beside the joint model's (95 % CI).
+    """ROC curve of the out-of-fold predictions (the null's AUC in the legend), and each feature's AUC beside
+    the joint model's (95 % CI; the grey tick on the joint bar: the null's mean).
 
     ``fit``: :class:`~attnscope.analyses.outcome.OutcomeFit`.
     """
@@ -115,7 +116,8 @@ def outcome_figure(fit):
         both_classes = bool(ok.any()) and 0 < y[ok].sum() < ok.sum()
         if both_classes:
             fpr, tpr, _ = roc_curve(y[ok], fit.predicted[ok])
-            roc.plot(fpr, tpr, color=PALETTE[0], label=f"AUC {fit.auc.estimate:.2f}")
+            roc.plot(fpr, tpr, color=PALETTE[0],
+                     label=f"AUC {fit.auc.estimate:.2f} (answers shuffled: {fit.null.estimate:.2f})")
         roc.plot([0, 1], [0, 1], color="grey", linewidth=0.5, linestyle="--")
         roc.set_xlabel("false positive rate")
         roc.set_ylabel("true positive rate")
@@ -128,6 +130,7 @@ def outcome_figure(fit):
         bars.barh(range(len(names)), np.nan_to_num([s["v"] for s in shown]), xerr=_errors(shown, "v", "lo", "hi"),
                   color=[PALETTE[1]] + [PALETTE[0]] * len(fit.effects), capsize=2, error_kw={"elinewidth": 0.8})
         bars.axvline(0.5, color="grey", linewidth=0.5, linestyle="--")
+        bars.plot([fit.null.estimate], [0], marker="|", markersize=12, color="grey")
         bars.set_yticks(range(len(names)), names)
         bars.invert_yaxis()
         bars.set_xlim(0, 1)

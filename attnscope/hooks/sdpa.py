@@ -13,9 +13,11 @@ recorded q/k carry every norm and rotation the model applied.
 The softmax normaliser comes for free when SDPA runs a flash kernel (CUDA's
 ``_scaled_dot_product_flash_attention`` or the CPU one): their second output
 is the log-sum-exp of each query row over all keys, which a
-``TorchDispatchMode`` around the SDPA call picks up. Other kernels (memory-
-efficient, cuDNN, math) do not return it; :func:`row_logsumexp` then
-recomputes it from the recorded q/k in query chunks.
+``TorchDispatchMode`` around the SDPA call picks up. cuDNN's kernel (which
+PyTorch prefers on Hopper GPUs) writes it too when asked
+(``compute_log_sumexp``, off at inference): the mode asks, and the output is
+the same. Other kernels (memory-efficient, math) do not return it;
+:func:`row_logsumexp` then recomputes it from the recorded q/k in query chunks.
 """
 
 from __future__ import annotations
@@ -37,6 +39,14 @@ def _flash_ops() -> tuple:
     if hasattr(aten, "_scaled_dot_product_flash_attention"):
         ops.append(aten._scaled_dot_product_flash_attention.default)
     return tuple(ops)
+
+
+def _cudnn_op():
+    op = getattr(torch.ops.aten, "_scaled_dot_product_cudnn_attention", None)
+    return None if op is None else op.default
+
+
+_CUDNN_COMPUTE_LSE = 4  # position of ``compute_log_sumexp`` in the cuDNN op's arguments
 
 
 @dataclass
@@ -67,12 +77,18 @@ class _KernelLogSumExp(TorchDispatchMode):
         super().__init__()
         self.lse: torch.Tensor | None = None
         self._flash = _flash_ops()
+        self._cudnn = _cudnn_op()
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         if func is torch.ops.aten.scaled_dot_product_attention.default:
             with self:  # not decomposed yet (inference mode): run its decomposition under this mode
                 return func.decompose(*args, **kwargs)
+        if func is self._cudnn and len(args) > _CUDNN_COMPUTE_LSE:
+            args = (*args[:_CUDNN_COMPUTE_LSE], True, *args[_CUDNN_COMPUTE_LSE + 1 :])
+            out = func(*args, **kwargs)
+            self.lse = out[1].squeeze(-1) if out[1].dim() == 4 else out[1]
+            return out
         out = func(*args, **kwargs)
         if func in self._flash:
             self.lse = out[1]
@@ -178,14 +194,27 @@ def selected_probabilities(
         probs = torch.exp(query @ keys.transpose(-1, -2) * call.scale - lse[..., None])
         return probs.mean(dim=1, keepdim=True) if mean_heads else probs
     batch, heads = call.query.shape[:2]
-    query = call.query[:, :, query_rows].float()
+    query = call.query[:, :, query_rows]
     index = key_index[:, None, :, None].expand(batch, heads, -1, call.key.shape[-1])
-    keys = call.key.expand(batch, heads, -1, -1).gather(2, index).float()
-    scores = query @ keys.transpose(-1, -2) * call.scale
+    keys = call.key.expand(batch, heads, -1, -1).gather(2, index)
+    scores = _scores(query, keys).mul_(call.scale)
     mask = additive_mask(call.attn_mask, torch.float32)
     if mask is not None:
         mask = mask.expand(batch, heads, -1, -1)
         rows = _mask_rows(mask, query_rows, 0, query.shape[2])
-        scores = scores + rows.gather(-1, key_index[:, None, None, :].expand(batch, heads, rows.shape[2], -1))
-    probs = torch.exp(scores - row_logsumexp(call, query_rows)[..., None])
+        scores += rows.gather(-1, key_index[:, None, None, :].expand(batch, heads, rows.shape[2], -1))
+    probs = scores.sub_(row_logsumexp(call, query_rows)[..., None]).exp_()
     return probs.mean(dim=1, keepdim=True) if mean_heads else probs
+
+
+def _scores(query: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+    """``query @ keysᵀ`` in float32: ``(B, H, n, D)`` × ``(B, H, T, D)`` → ``(B, H, n, T)``.
+
+    Half-precision inputs on a GPU go straight into a float32-output matmul
+    (exact products, float32 sums), so the image queries are never copied to
+    float32; elsewhere both sides are converted first.
+    """
+    if query.is_cuda and query.dtype in (torch.float16, torch.bfloat16):
+        flat = torch.bmm(query.flatten(0, 1), keys.flatten(0, 1).transpose(1, 2), out_dtype=torch.float32)
+        return flat.unflatten(0, query.shape[:2])
+    return query.float() @ keys.float().transpose(-1, -2)

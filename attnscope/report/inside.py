@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from attnscope.analyses.ablation import FULL, ablation_table, leading_parts, split_method
+from attnscope.analyses.ablation import FULL, ablation_table, clear_change, leading_parts, split_method
 from attnscope.analyses.outcome import FEATURES, attention_features, dispersal_rows, fit_outcome, leakage_images
 from attnscope.analyses.side_effects import write_csv
 from attnscope.figures.inside import (
@@ -40,6 +40,36 @@ class Section:
     key: str
     body: list[str]
     data: dict[str, Any] = field(default_factory=dict)
+
+
+def leading_sentence(rows: Sequence[dict], parts: Sequence[dict], edit: str) -> str:
+    """What :func:`~attnscope.analyses.ablation.leading_parts` found, in words: the full edit's leakage change,
+    then the parts carrying it or, when it is not clear, the parts that change leakage on their own."""
+    return f"{full_change_sentence(rows, edit)} {parts_sentence(parts)}"
+
+
+def full_change_sentence(rows: Sequence[dict], edit: str) -> str:
+    """``"The full edit changes leakage by Δ [CI]."`` or that it changes nothing measurable."""
+    full = next((r for r in rows if r["metric"] == "leakage" and r["part"] == FULL and r["edit"] == edit), None)
+    if full is None or math.isnan(full["delta"]):
+        return "The full edit is not in these records."
+    change = _ci(full, "delta", "delta_low", "delta_high", True)
+    if clear_change(full):
+        return f"The full edit changes leakage by {change}."
+    return f"The full edit does not change leakage measurably ({change}), so no part has a share of it."
+
+
+def parts_sentence(parts: Sequence[dict]) -> str:
+    """The parts of :func:`~attnscope.analyses.ablation.leading_parts` in words, with their Δ (and share)."""
+    if not parts:
+        return "No parts."
+    named = ", ".join(f"{p['part']} (Δ {_ci(p, 'delta', 'delta_low', 'delta_high', True)}"
+                      + (f", share {p['share']:.2f})" if not math.isnan(p["share"]) else ")") for p in parts)
+    if any(not math.isnan(p["share"]) for p in parts):
+        return f"It comes mostly from {named}."
+    if any(clear_change(p) for p in parts):
+        return f"Parts that change it on their own: {named}."
+    return f"No part alone changes it measurably (largest: {named})."
 
 
 def _figure(figure, folder: Path, stem: str, caption: str) -> str:
@@ -82,16 +112,14 @@ def ablation_section(records: Sequence[Mapping[str, Any]], out: Path, *, order: 
         "Each part of the edit (a layer, a place, a resolution, or only its keys or values) applied alone, every "
         "other weight at its base value, sampled on the same prompts and seeds. Δ is the change from the base model "
         "with a paired 95% interval (prompts resampled); share = the part's Δ / the full edit's Δ (parts need not "
-        "add up).")]
+        "add up), defined only when the full edit's change is clear (its interval excludes 0).")]
     body.append(_figure(ablation_figure(rows, order=order), out / "figures", "ablation",
                         "Change of each metric from the base model per part of the edit (95% CI)."))
     edits = list(dict.fromkeys(r["edit"] for r in rows))
     leading = {edit: leading_parts(rows, "leakage", edit=edit) for edit in edits}
     for edit, parts in leading.items():
         if parts:
-            names = ", ".join(f"{p['part']} (Δ {_ci(p, 'delta', 'delta_low', 'delta_high', True)}, share "
-                              f"{p['share']:.2f})" for p in parts)
-            body.append(h.paragraph(f"{edit}: the leakage change comes mostly from {names}."))
+            body.append(h.paragraph(f"{edit}: {leading_sentence(rows, parts, edit)}"))
     table = [{"edit": r["edit"], "part": r["part"], "metric": r["metric"], "prompts": r["n_prompts"],
               "rate [95% CI]": _ci(r, "estimate", "low", "high"),
               "Δ vs base [95% CI]": _ci(r, "delta", "delta_low", "delta_high", True),
@@ -140,10 +168,11 @@ def attention_sections(records: Sequence[Mapping[str, Any]], before: Path, after
         f"Logistic regression of the judge's leakage answer on the edited image ({fit.positives} of {fit.n_images} "
         f"images judged leaked, {fit.n_prompts} prompts) on standardised attention features: binding shift of the "
         "attribute word onto the retained object, change of its map's entropy, and the attention mass left on the "
-        "erased noun. AUC of out-of-fold predictions (folds by prompt) with a prompt-clustered bootstrap interval: "
-        f"{fit.auc}.")]
-    o_body.append(_figure(outcome_figure(fit), out / "figures",
-                          f"outcome_{stem}", "ROC of the out-of-fold predictions; AUC per feature and jointly."))
+        f"erased noun. AUC of out-of-fold predictions (folds by prompt), prompt-clustered interval: {fit.auc}; the "
+        f"same procedure with the answers shuffled among prompts (the null; out-of-fold AUCs sit below 0.5 when "
+        f"features carry no signal): {fit.null}; permutation p = {fit.p_value:.3f}.")]
+    o_body.append(_figure(outcome_figure(fit), out / "figures", f"outcome_{stem}",
+                          "ROC of the out-of-fold predictions; AUC per feature and jointly (grey tick: the null)."))
     o_body.append(h.table([{"feature": e.feature, "AUC alone [95% CI]": str(e.auc),
                             "Cohen's d [95% CI]": str(e.cohens_d), "odds ratio per SD (joint)": e.odds_ratio}
                            for e in fit.effects]))
