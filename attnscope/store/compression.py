@@ -98,10 +98,12 @@ class Storage:
         return storage if isinstance(storage, Storage) else cls(storage)
 
     def chunk(self, steps: int, width: int) -> tuple[int, int, int]:
-        """``(1, s, w)``: at most ``step_block`` steps; ``L`` cut into equal pieces of at most ``chunk_width``
-        (no padded edge chunk)."""
+        """``(1, s, w)``: the steps and ``L`` cut into near-equal pieces of at most ``step_block`` steps and
+        ``chunk_width`` values (51 steps: 6 blocks of 9, the last one 6). Raw maps keep all steps in one
+        chunk: nothing to compress while sampling, and a padded edge chunk would cost its full size."""
+        blocks = 1 if self.mode == "raw" else -(-steps // self.step_block)
         pieces = -(-width // self.chunk_width)
-        return (1, min(steps, self.step_block), -(-width // pieces))
+        return (1, -(-steps // blocks), -(-width // pieces))
 
     def create_maps(self, file: h5py.File, steps: int, width: int, dtype: str,
                     encoding: str | None = None) -> h5py.Dataset:
