@@ -33,19 +33,24 @@ sys.path.insert(0, str(Path(__file__).parent))
 from capture_overhead import pipeline_call  # noqa: E402
 
 Capture = sys.modules["attnscope.hooks.capture"].Capture
-ORIGINAL = {"record": Capture.record, "compute": Capture._compute_group, "submit": RunWriter.submit}
+ORIGINAL = {"record": Capture.record, "compute": Capture._store, "steps": RunWriter.submit_steps,
+            "runs": RunWriter.submit_runs}
 MODES = ("plain", "full", "nowrite", "hooks", "timed")
 
 
 def patched(mode: str, cpu: dict[str, float]) -> None:
     """Put the capture/writer methods of ``mode`` in place (the originals first)."""
-    Capture.record, Capture._compute_group, RunWriter.submit = ORIGINAL["record"], ORIGINAL["compute"], ORIGINAL["submit"]
+    Capture.record, Capture._store = ORIGINAL["record"], ORIGINAL["compute"]
+    RunWriter.submit_steps, RunWriter.submit_runs = ORIGINAL["steps"], ORIGINAL["runs"]
 
-    def discard(self, maps, ready, records, run_ids, release=lambda: None, slots=None):
+    def discard_steps(self, rows, first, maps, ready=None, release=lambda: None):
         release()
 
-    def skip(self, batch):
-        batch.pending = []
+    def discard_runs(self, rows, records, run_ids):
+        """The runs are not written."""
+
+    def skip(self, *args):
+        """The layer's maps are not computed."""
 
     def timed(name):
         def method(self, *args):
@@ -55,11 +60,11 @@ def patched(mode: str, cpu: dict[str, float]) -> None:
         return method
 
     if mode in ("nowrite", "hooks"):
-        RunWriter.submit = discard
+        RunWriter.submit_steps, RunWriter.submit_runs = discard_steps, discard_runs
     if mode == "hooks":
-        Capture._compute_group = skip
+        Capture._store = skip
     if mode == "timed":
-        Capture.record, Capture._compute_group = timed("record"), timed("compute")
+        Capture.record, Capture._store = timed("record"), timed("compute")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -97,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
         median = statistics.median(times[mode])
         print(f"batch {args.batch} {mode:8s} {median:.3f} s  ratio {median / plain:.3f}  "
               f"raw {[round(t, 3) for t in times[mode]]}")
-    print(f"timed: CPU seconds per call in record {cpu['record'] / 2:.3f}, in the group math {cpu['compute'] / 2:.3f}")
+    print(f"timed: CPU seconds per call in record {cpu['record'] / 2:.3f}, in the probability math {cpu['compute'] / 2:.3f}")
 
     patched("nowrite", cpu)
     for label in ("plain", "capture"):

@@ -1,51 +1,56 @@
-"""What does capturing every cross-attention map cost? Side by side, one process.
+"""What does capturing every cross-attention map cost? Issue 12's acceptance, in one bounded process.
 
 An SD 1.4-architecture pipeline with random weights (fp16, 512×512, 50 PNDM
-steps, CFG 7.5) samples the same batch three ways, interleaved so clock and
-thermal drift hit all alike:
+steps, CFG 7.5) samples the same batch with and without capture — all 16
+cross-attention layers, every step, heads averaged, the prompt's 17 tokens,
+float16, written to a run file on disk (lossless, the default). Sections,
+each printed and written to ``--out`` as soon as it is done:
 
-* ``plain``     — diffusers as is;
-* ``attnscope`` — ``capture(pipe, sink=file)``: all 16 cross-attention layers,
-  mean over heads, the prompt's tokens, every step, written to disk (the time
-  includes waiting for the writer thread to finish);
-* ``attnscope-memory`` — the same capture into an in-memory run file
-  (``sink=None``): what writing to disk adds;
-* ``daam-style`` — the usual way: an explicit attention processor that
-  materialises the probabilities and copies each layer's maps to the host
-  synchronously, every step (kept in host memory, not written);
-* with ``--baseline FILE``, ``baseline``: the ``capture`` of another version of
-  ``attnscope/hooks/capture.py`` (e.g. ``git show HEAD~1:attnscope/hooks/capture.py``),
-  so an optimisation is measured before vs after in one process.
+1. batch 8, eager UNet: ``plain`` vs ``capture`` (and ``daam-style``: an
+   explicit attention processor that copies each layer's head-mean maps to
+   the host synchronously, kept in RAM — the usual way);
+2. batch 1, the same;
+3. bytes per image on disk in each storage mode (lossless, quantised, raw);
+4. batch 8 on a ``torch.compile``d UNet: compiled plain vs compiled capture
+   (the compile warm-ups are timed and reported, not counted).
 
-The capture modes also report the *drain*: seconds from the last pipeline
-call's return until the run file is closed (the writer finishing its queue).
+A measurement is ``--calls`` consecutive pipeline calls; a capture
+measurement opens one capture context and ends when its run file is closed
+(the writer's *drain* after the last call returns is counted, and reported).
+Arms are interleaved, their order alternating from repeat to repeat, after one
+warm-up measurement each (two on the compiled UNet). Reported per arm: seconds per call (median, mean),
+the paired ratios to plain of the same repeat (median, mean, min–max), the
+peak GPU memory (``torch.cuda.max_memory_allocated``, reset before every
+measurement) and its ratio to plain. A section that would end past
+``--budget`` seconds from the start is skipped, and the sheet says so.
 
-    python benchmarks/capture_overhead.py --out benchmarks/results/capture_overhead.md
-    python benchmarks/capture_overhead.py --smoke     # tiny model on the CPU: checks the script
-    python benchmarks/capture_overhead.py --baseline /tmp/capture_before.py --out /tmp/overhead.md
+    python benchmarks/capture_overhead.py --out benchmarks/results/capture_overhead.md   # H200: ~8 min
+    python benchmarks/capture_overhead.py --smoke --out /tmp/overhead.md                 # CPU: checks the script
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import platform
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Callable
 
 import diffusers
+import h5py
 import torch
 
 from attnscope import capture
 from attnscope.models.layers import cross_attention_layers
 from attnscope.models.sd14 import random_sd14_pipeline
+from attnscope.store import compression
 
 # The random model's tokenizer knows only a few whole words (others split into bytes); this prompt
 # has 17 tokens with start and end, about what SD's CLIP tokenizer makes of a typical prompt.
 PROMPT = "a red car and a blue bench and a bird and the cat and a dog"
+COMPILE_RESERVE = 240  # seconds kept for the compiled section (two compiles and its repeats) on an H200
 
 
 class DaamStyleProcessor:
@@ -73,36 +78,24 @@ def pipeline_call(batch: int, steps: int = 50, size: int = 512) -> dict:
     )
 
 
-def run_plain(pipe, kwargs, calls: int) -> dict:
+def run_plain(pipe, kwargs: dict, calls: int) -> dict:
     for _ in range(calls):
         pipe(**kwargs)
     return {}
 
 
-def run_capture(capture_fn, pipe, kwargs, calls: int, path: Path | None) -> dict:
-    """``calls`` pipeline calls in one capture context writing to ``path`` (None: in memory)."""
-    with capture_fn(pipe, sink=path) as cap:
+def run_capture(pipe, kwargs: dict, calls: int, path: Path) -> dict:
+    """``calls`` pipeline calls in one capture context writing ``path`` (deleted after); the drain in seconds."""
+    with capture(pipe, sink=path):
         for _ in range(calls):
             pipe(**kwargs)
         returned = time.perf_counter()
     drain = time.perf_counter() - returned
-    if path is None:
-        return {"bytes": cap.file.file["maps"].id.get_storage_size(), "drain": drain}
-    size = path.stat().st_size
     path.unlink()
-    return {"bytes": size, "drain": drain}
+    return {"drain": drain}
 
 
-def load_capture(path: Path):
-    """The ``capture`` function of a capture module kept outside the package (another version of it)."""
-    spec = importlib.util.spec_from_file_location("attnscope_capture_baseline", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module.capture
-
-
-def run_daam(pipe, kwargs, calls: int) -> dict:
+def run_daam(pipe, kwargs: dict, calls: int) -> dict:
     layers = cross_attention_layers(pipe.unet)
     originals = {layer.name: layer.module.processor for layer in layers}
     store: list = []
@@ -114,10 +107,11 @@ def run_daam(pipe, kwargs, calls: int) -> dict:
     finally:
         for layer in layers:
             layer.module.set_processor(originals[layer.name])
-    return {"bytes": sum(t.numel() * t.element_size() for t in store)}
+    return {}
 
 
-def timed(fn, device: torch.device) -> tuple[float, dict, int]:
+def timed(fn: Callable[[], dict], device: torch.device) -> tuple[float, dict, int]:
+    """Seconds, the arm's info and the peak GPU memory of one measurement."""
     if device.type == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
@@ -129,107 +123,151 @@ def timed(fn, device: torch.device) -> tuple[float, dict, int]:
     return time.perf_counter() - start, info, peak
 
 
-def benchmark(pipe, device, batch: int, calls: int, steps: int, size: int, repeats: int, folder: Path,
-              baseline=None, only: list[str] | None = None) -> dict:
-    """Median seconds per batch of each mode; one measurement = ``calls`` consecutive pipeline calls."""
-    kwargs = pipeline_call(batch, steps, size)
-    modes = {
-        "plain": lambda i: run_plain(pipe, kwargs, calls),
-        "attnscope": lambda i: run_capture(capture, pipe, kwargs, calls, folder / f"capture-{i}.h5"),
-        "attnscope-memory": lambda i: run_capture(capture, pipe, kwargs, calls, None),
-        "daam-style": lambda i: run_daam(pipe, kwargs, calls),
-    }
-    if baseline is not None:
-        modes["baseline"] = lambda i: run_capture(baseline, pipe, kwargs, calls, folder / f"baseline-{i}.h5")
-    modes = {mode: fn for mode, fn in modes.items() if mode == "plain" or not only or mode in only}
-    results = {mode: {"times": [], "drains": [], "peak": 0, "bytes": 0} for mode in modes}
-    for mode, fn in modes.items():  # warm-up: kernels, allocator, pinned buffers
-        fn(-1)
+def interleaved(arms: dict[str, Callable[[int], dict]], repeats: int, calls: int, device: torch.device,
+                deadline: float = float("inf"), warm_ups: int = 1) -> dict:
+    """Per arm: seconds per call of each repeat, peak memory, drains; ``warm_ups`` rounds first (the first
+    one's time is reported), then the repeats in alternating order.
+
+    Repeats stop early when the next one would end after ``deadline`` (a ``time.perf_counter()`` value).
+    """
+    results = {arm: {"times": [], "peaks": [], "drains": []} for arm in arms}
+    for _ in range(warm_ups):
+        for arm, fn in arms.items():
+            seconds = timed(lambda: fn(-1), device)[0] / calls
+            results[arm].setdefault("warm_up", seconds)
+    names = list(arms)
     for index in range(repeats):
-        for mode, fn in modes.items():
-            seconds, info, peak = timed(lambda: fn(index), device)
-            results[mode]["times"].append(seconds / calls)
-            results[mode]["peak"] = max(results[mode]["peak"], peak)
-            results[mode]["bytes"] = info.get("bytes", 0) / calls
+        began = time.perf_counter()
+        for arm in names if index % 2 == 0 else names[::-1]:
+            seconds, info, peak = timed(lambda: arms[arm](index), device)
+            results[arm]["times"].append(seconds / calls)
+            results[arm]["peaks"].append(peak)
             if "drain" in info:
-                results[mode]["drains"].append(info["drain"])
-    return {mode: {**r, "median": statistics.median(r["times"]),
-                   "drain": statistics.median(r["drains"]) if r["drains"] else None}
-            for mode, r in results.items()}
+                results[arm]["drains"].append(info["drain"])
+        if time.perf_counter() + (time.perf_counter() - began) > deadline:
+            break
+    return results
 
 
-def report(all_results: dict, device: torch.device, dtype: torch.dtype, steps: int, size: int, repeats: int,
-           calls: int) -> str:
-    name = torch.cuda.get_device_name() if device.type == "cuda" else platform.processor() or "CPU"
-    lines = [
-        "# Capture overhead",
-        "",
-        f"SD 1.4 architecture, random weights, {str(dtype).removeprefix('torch.')}, "
-        f"{size}×{size}, {steps} PNDM steps, CFG 7.5; device: {name}; torch {torch.__version__}, "
-        f"diffusers {diffusers.__version__}. Each measurement is {calls} consecutive pipeline calls (one capture "
-        f"context, its file closed at the end) divided by {calls}; median of {repeats} interleaved repeats after "
-        f"one warm-up each; all modes in one process. Prompt: “{PROMPT}” (17 tokens).",
-        "",
-        "| batch | mode | s / batch | ratio vs plain | drain s (per measurement) | MB per image "
-        "| peak GPU memory (GB) | peak vs plain |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for batch, results in all_results.items():
-        plain = results["plain"]
-        for mode, r in results.items():
-            mb = r["bytes"] / batch / 1e6
-            drain = "–" if r["drain"] is None else f"{r['drain']:.3f}"
-            lines.append(
-                f"| {batch} | {mode} | {r['median']:.3f} | {r['median'] / plain['median']:.3f} | {drain} | "
-                f"{mb:.1f} | {r['peak'] / 1e9:.2f} | {r['peak'] / max(plain['peak'], 1):.3f} |"
-            )
-    lines += [
-        "",
-        "`attnscope`: all 16 cross-attention layers, heads averaged on the GPU, the prompt's tokens, every step, "
-        "float16, written to an HDF5 run file by the writer thread (time includes the final flush, the drain "
-        "column says how much of it came after the last pipeline call returned); `attnscope-memory`: the same "
-        "into an in-memory run file. "
-        "`daam-style`: explicit per-head probabilities, synchronous `.cpu()` of each layer's head-mean every "
-        "step, kept in RAM (MB column = bytes copied to the host, not written).",
-        "",
-        "Raw times (s): " + "; ".join(
-            f"batch {b} {m}: " + ", ".join(f"{t:.3f}" for t in r["times"])
-            for b, res in all_results.items() for m, r in res.items()
-        ),
-    ]
-    return "\n".join(lines) + "\n"
+def table(title: str, results: dict, calls: int) -> list[str]:
+    """A Markdown section: per arm seconds, paired ratios to ``plain``, peak memory, drain."""
+    plain = results["plain"]
+    lines = [f"## {title}", "",
+             f"{len(plain['times'])} interleaved repeats × {calls} calls; ratio = this arm / plain of the same repeat.", "",
+             "| arm | s / call median | s / call mean | ratio median | ratio mean | ratio min – max "
+             "| drain s | peak GPU GB | peak vs plain |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for arm, r in results.items():
+        ratios = [t / p for t, p in zip(r["times"], plain["times"])]
+        drain = f"{statistics.median(r['drains']):.3f}" if r["drains"] else "–"
+        peak, plain_peak = max(r["peaks"]), max(plain["peaks"])
+        lines.append(
+            f"| {arm} | {statistics.median(r['times']):.3f} | {statistics.fmean(r['times']):.3f} | "
+            f"{statistics.median(ratios):.3f} | {statistics.fmean(ratios):.3f} | {min(ratios):.3f} – {max(ratios):.3f} "
+            f"| {drain} | {peak / 1e9:.2f} | {peak / max(plain_peak, 1):.3f} |")
+    lines += ["", "Seconds per call, per repeat: " + "; ".join(
+        f"{arm} " + ", ".join(f"{t:.3f}" for t in r["times"]) for arm, r in results.items()),
+        "First warm-up measurement (compiles, if compiled), seconds per call: " + ", ".join(
+        f"{arm} {r['warm_up']:.2f}" for arm, r in results.items()), ""]
+    return lines
+
+
+def storage_table(pipe, kwargs: dict, batch: int, folder: Path) -> list[str]:
+    """Bytes per image of one capture call in each storage mode, and the writer's drain."""
+    lines = ["## Bytes per image on disk", "",
+             f"One capture call of batch {batch} per mode; `maps` = the `/maps` dataset, `file` = the whole run "
+             "file (images, labels, metadata included); drain = seconds from the call's return until the file is "
+             "closed. Random weights make near-uniform maps: real SD maps compress differently (docs/format.md).", "",
+             "| storage | codec | maps MB / image | file MB / image | vs raw | drain s |", "|---|---|---|---|---|---|"]
+    sizes = {}
+    for mode in compression.MODES:
+        path = folder / f"storage-{mode}.h5"
+        with capture(pipe, sink=path, storage=mode):
+            pipe(**kwargs)
+            returned = time.perf_counter()
+        drain = time.perf_counter() - returned
+        with h5py.File(path, "r") as f:
+            sizes[mode] = (f["maps"].id.get_storage_size() / batch, path.stat().st_size / batch,
+                           f["maps"].attrs["codec"], drain)
+        path.unlink()
+    for mode, (maps, file, codec, drain) in sizes.items():
+        lines.append(f"| {mode} | {codec} | {maps / 1e6:.2f} | {file / 1e6:.2f} | {maps / sizes['raw'][0]:.3f} "
+                     f"| {drain:.3f} |")
+    return lines + [""]
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--batch", type=int, action="append", default=None, help="batch sizes (default 1 and 8)")
-    parser.add_argument("--steps", type=int, default=50)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--calls", type=int, default=3, help="consecutive pipeline calls per measurement")
+    parser.add_argument("--out", type=Path, required=True, help="Markdown sheet, rewritten after every section")
+    parser.add_argument("--repeats", type=int, default=6)
+    parser.add_argument("--calls", type=int, default=2, help="consecutive pipeline calls per measurement")
+    parser.add_argument("--budget", type=float, default=510, help="seconds from the start; later sections are skipped")
+    parser.add_argument("--no-daam", action="store_true", help="leave out the DAAM-style arm")
+    parser.add_argument("--no-compile", action="store_true", help="leave out the torch.compile section")
     parser.add_argument("--smoke", action="store_true", help="tiny widths on the CPU, to check the script")
-    parser.add_argument("--out", type=Path, default=None)
-    parser.add_argument("--mode", action="append", default=None,
-                        choices=["attnscope", "attnscope-memory", "daam-style", "baseline"],
-                        help="modes to time beside plain (default: all)")
-    parser.add_argument("--baseline", type=Path, default=None,
-                        help="another version of attnscope/hooks/capture.py to time side by side")
     args = parser.parse_args(argv)
+    started = time.perf_counter()
     device = torch.device("cuda" if torch.cuda.is_available() and not args.smoke else "cpu")
     dtype = torch.float16 if device.type == "cuda" else torch.float32
-    size = 64 if args.smoke else 512
-    steps = 3 if args.smoke else args.steps
+    size, steps, big = (64, 3, 2) if args.smoke else (512, 50, 8)
+    backend = "eager" if args.smoke else "inductor"  # the CPU smoke run checks the code path, not the compiler
     pipe = random_sd14_pipeline(device, dtype, smoke=args.smoke)
-    baseline = load_capture(args.baseline) if args.baseline else None
-    all_results = {}
-    with tempfile.TemporaryDirectory() as folder:
-        for batch in args.batch or [1, 8]:
-            all_results[batch] = benchmark(pipe, device, batch, args.calls, steps, size, args.repeats, Path(folder),
-                                           baseline, args.mode)
-    text = report(all_results, device, dtype, steps, size, args.repeats, args.calls)
-    print(text)
-    if args.out:
+    name = torch.cuda.get_device_name() if device.type == "cuda" else platform.processor() or "CPU"
+    sheet = [
+        "# Capture overhead", "",
+        f"SD 1.4 architecture, random weights, {str(dtype).removeprefix('torch.')}, {size}×{size}, {steps} PNDM "
+        f"steps, CFG 7.5; capture: all 16 cross-attention layers, every step, head mean, the prompt's 17 tokens, "
+        f"float16, to a run file on disk (lossless unless said). Device: {name}; torch {torch.__version__}, "
+        f"diffusers {diffusers.__version__}, h5py {h5py.__version__}. Made by `benchmarks/capture_overhead.py` "
+        "(method in its docstring).", "",
+    ]
+
+    def publish(lines: list[str]) -> None:
+        sheet.extend(lines)
+        text = "\n".join(sheet) + "\n"
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(text)
+        print("\n".join(lines), flush=True)
+
+    def left() -> float:
+        return args.budget - (time.perf_counter() - started)
+
+    with tempfile.TemporaryDirectory() as scratch:
+        folder = Path(scratch)
+        reserve = 0 if args.no_compile or args.smoke else COMPILE_RESERVE
+        for batch in (big, 1):
+            kwargs = pipeline_call(batch, steps, size)
+            arms = {
+                "plain": lambda i, k=kwargs: run_plain(pipe, k, args.calls),
+                "capture": lambda i, k=kwargs, b=batch: run_capture(pipe, k, args.calls, folder / f"b{b}-{i}.h5"),
+            }
+            per_arm = (args.repeats + 1) * args.calls * timed(lambda: run_plain(pipe, kwargs, 1), device)[0] * 1.15
+            if not args.no_daam and left() - reserve > 4 * per_arm:
+                arms["daam-style"] = lambda i, k=kwargs: run_daam(pipe, k, args.calls)
+            title = f"Batch {batch}, eager UNet"
+            if left() - reserve < len(arms) * per_arm:
+                publish([f"## {title}", "", f"Skipped: about {len(arms) * per_arm:.0f} s needed, {left():.0f} s "
+                         "of the budget left.", ""])
+                continue
+            publish(table(title, interleaved(arms, args.repeats, args.calls, device), args.calls))
+        publish(storage_table(pipe, pipeline_call(big, steps, size), big, folder))
+        if args.no_compile:
+            return 0
+        title = f"Batch {big}, torch.compile'd UNet (backend {backend})"
+        if left() < reserve:
+            publish([f"## {title}", "", f"Skipped: {left():.0f} s of the budget left.", ""])
+            return 0
+        kwargs = pipeline_call(big, steps, size)
+        eager_unet = pipe.unet
+        pipe.unet = torch.compile(eager_unet, backend=backend)
+        try:  # the first warm-up round compiles; the second meets each arm's graphs after the other's
+            results = interleaved({
+                "plain": lambda i: run_plain(pipe, kwargs, args.calls),
+                "capture": lambda i: run_capture(pipe, kwargs, args.calls, folder / f"compiled-{i}.h5"),
+            }, args.repeats, args.calls, device, deadline=started + args.budget, warm_ups=2)
+        finally:
+            pipe.unet = eager_unet
+        publish(table(title, results, args.calls))
     return 0
 
 

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from attnscope import capture, cross_attention_layers
+from attnscope.store.compression import Storage
 from conftest import seeded
 
 PROMPT = "a wooden bench and a bird"
@@ -204,3 +205,48 @@ def test_a_word_selected_alone_reads_its_own_tokens(sd):
         sample(sd, steps=2)
     assert np.allclose(only.maps(LAYER, word="bird"), every.maps(LAYER, word="bird"), atol=1e-6)
     assert not np.allclose(only.maps(LAYER, word="bird"), every.maps(LAYER, word="wooden"), atol=1e-3)
+
+
+def test_a_compiled_unet_is_captured_like_the_eager_one_without_recompiling(sd):
+    """``torch.compile(pipe.unet)``: the eager backend checks the tracing (graph breaks, guards), not codegen."""
+    from torch._dynamo.utils import counters
+
+    with capture(sd, dtype=torch.float32) as eager:
+        sample(sd, steps=2)
+    unet = sd.unet
+    sd.unet = torch.compile(unet, backend="eager")
+    try:
+        compiled_plain = sample(sd, steps=2)
+        with capture(sd, dtype=torch.float32) as first:
+            captured = sample(sd, steps=2)
+        graphs = counters["stats"]["unique_graphs"]
+        with capture(sd, dtype=torch.float32) as second:  # a new context reuses the graphs of the first
+            sample(sd, steps=2)
+        assert counters["stats"]["unique_graphs"] == graphs
+    finally:
+        sd.unet = unet
+        torch._dynamo.reset()
+    assert np.array_equal(captured, compiled_plain)
+    assert [spec.name for spec in first.file.layers] == [spec.name for spec in eager.file.layers]
+    for spec in eager.file.layers:
+        assert np.allclose(first.maps(spec.name), eager.maps(spec.name), atol=1e-5)
+        assert np.array_equal(second.maps(spec.name), first.maps(spec.name))
+
+
+def test_rows_of_a_batch_dropped_after_some_steps_were_written_belong_to_no_run(sd):
+    """Steps go to the file in blocks while sampling (here one step per block); a loop stopped early
+    leaves rows that no run points at, and the next run's maps and tokens are its own."""
+    def stop_after_two_steps(pipe, step, timestep, callback_kwargs):
+        pipe._interrupt = step == 1
+        return callback_kwargs
+
+    with capture(sd, storage=Storage("lossless", step_block=1)) as cap:
+        with pytest.warns(UserWarning, match="ended early"):
+            sample(sd, steps=3, callback_on_step_end=stop_after_two_steps)
+            sample(sd, steps=3)
+    with capture(sd) as fresh:
+        sample(sd, steps=3)
+    assert len(cap) == 1 and cap.file.complete.all()
+    assert cap.file.rows(0).start > 0  # after the dropped batch's rows
+    assert cap.file.tokens(0) == fresh.file.tokens(0)
+    assert np.array_equal(cap.maps(LAYER), fresh.maps(LAYER))

@@ -68,7 +68,9 @@ def test_lossless_is_bit_identical_and_read_by_plain_h5py_with_hdf5plugin(files)
     with h5py.File(raw, "r") as exact, h5py.File(lossless, "r") as packed:
         assert str(hdf5plugin.BLOSC2_ID) in packed["maps"]._filters
         assert packed["maps"].attrs["codec"] == "blosc2-zstd-1-shuffle"
-        assert np.array_equal(packed["maps"][:], exact["maps"][:])  # no attnscope code needed to read values
+        assert packed["maps"].attrs["encoding"] == "float-step-xor"
+        bits = np.bitwise_xor.accumulate(packed["maps"][:].view(np.uint16), axis=1)  # docs/format.md, no attnscope
+        assert np.array_equal(bits.view(np.float16), exact["maps"][:])
         assert packed["maps"].id.get_storage_size() < exact["maps"].id.get_storage_size()
 
 
@@ -160,3 +162,35 @@ def test_capture_command_writes_the_storage_asked_for(tmp_path, one_thread):
                  "--width", "64", "--storage", "quantised", "--no-progress", "--out", str(out)]) == 0
     with RunFile(out) as runs:
         assert compression.storage_mode(runs.file["maps"]) == "quantised" and runs.complete.all()
+
+
+def test_steps_written_in_blocks_while_sampling_equal_one_write_of_all_steps(tmp_path, sd, files, one_thread):
+    """Chunks of 2 steps: a batch's steps go to the file 2 at a time as it samples; quantised step
+    differences run on from block to block."""
+    for mode in ("lossless", "quantised"):
+        path = captured(sd, tmp_path / f"{mode}.h5", compression.Storage(mode, step_block=2))
+        with RunFile(path) as blocks, RunFile(files[mode]) as whole:
+            steps = len(whole.steps)
+            assert steps > 2 and blocks.file["maps"].chunks[1] == 2 and whole.file["maps"].chunks[1] == steps
+            assert np.array_equal(every_map(blocks), every_map(whole))
+
+
+def test_lossless_files_of_format_2_still_open_and_resume(tmp_path, sd, files, one_thread):
+    """Format 2: lossless maps stored as plain float16 values (encoding "float") in chunks of every step."""
+    path = Path(shutil.copy(files["lossless"], tmp_path / "v2.h5"))
+    with RunFile(path) as runs:
+        expected = every_map(runs)
+    with h5py.File(path, "r+") as f:
+        maps = compression.read(f["maps"], slice(None))
+        del f["maps"]
+        dataset = compression.Storage("lossless", step_block=maps.shape[1]).create_maps(
+            f, maps.shape[1], maps.shape[2], "float16", encoding=compression.FLOAT)
+        dataset.resize(maps.shape)
+        dataset[:] = maps
+        f.attrs["format_version"] = 2
+    with RunFile(path) as runs:
+        assert runs.file["maps"].attrs["encoding"] == "float" and np.array_equal(every_map(runs), expected)
+    with capture(sd, sink=path, resume=True) as cap:  # new runs are written as the file encodes them
+        generate(sd, JOBS[:1], SETTINGS, progress=False, cap=cap)
+    with RunFile(path) as runs, RunFile(files["lossless"]) as v3:
+        assert len(runs) == 3 and np.array_equal(runs.maps(2, MID), v3.maps(0, MID))

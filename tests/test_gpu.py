@@ -61,3 +61,18 @@ def test_every_layer_on_cuda_matches_explicit_softmax_of_the_same_q_and_k(cuda_s
                 reference = probs[:, :, positions].permute(2, 0, 1).cpu()  # (tokens, heads, n)
                 captured = torch.from_numpy(maps[step].reshape(*reference.shape))
                 assert torch.allclose(captured, reference, atol=2e-3), (name, run, step)
+
+
+def test_steps_go_to_the_file_in_blocks_through_pinned_buffers_and_the_copy_stream(cuda_sd):
+    """Chunks of 2 steps: each block leaves the device step by step on the side stream and is written while
+    the next block samples; the maps equal those of one block of every step."""
+    from attnscope.store.compression import Storage
+
+    jobs, settings = [Job("a wooden bench and a bird", 0)], SamplerSettings(steps=5, height=64, width=64)
+    with capture(cuda_sd, storage=Storage("lossless", step_block=2)) as blocks:
+        generate(cuda_sd, jobs, settings, progress=False, cap=blocks)
+    with capture(cuda_sd, storage=Storage("lossless", step_block=50)) as whole:
+        generate(cuda_sd, jobs, settings, progress=False, cap=whole)
+    assert blocks.file.file["maps"].chunks[1] == 2 < whole.file.file["maps"].chunks[1]
+    for layer in cross_attention_layers(cuda_sd.unet):
+        assert np.array_equal(blocks.maps(layer.name), whole.maps(layer.name))

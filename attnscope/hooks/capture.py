@@ -12,18 +12,26 @@ How it works, per pipeline instance (no class is patched):
   calls the module's original processor — so the output, and the image, is
   exactly what it would have been — and keeps the ``q``/``k`` it used
   (grabbed by forward hooks on ``to_q``/``to_k``);
-* once a run of consecutive same-shaped layers is complete (the next layer has
-  another query grid, or the UNet call ends), the attention probabilities
-  ``softmax(q kᵀ / √d)`` of the whole group are computed in one go on the
-  device (:mod:`attnscope.hooks.probabilities`: tokens picked, heads
-  averaged) and written into a device buffer;
+* the layer's probabilities of the selected tokens come from one fused
+  attention call on those ``q``/``k`` with one-hot values
+  (:mod:`attnscope.hooks.probabilities`); heads are averaged straight into
+  the step's device buffer;
 * hooks on the UNet count sampling steps (one UNet call per entry of the
-  scheduler's timesteps) and, after the last step, start an asynchronous copy
-  of the buffer into pinned host memory; a writer thread appends it to the
-  run file. Nothing in the hooks reads a device value, so the sampling loop
-  never waits for the GPU or the host;
+  scheduler's timesteps); at the end of each stored step the step's buffer
+  goes to pinned host memory in one asynchronous copy on a side stream
+  (:class:`~attnscope.hooks.buffers.StepMaps`), and after the last step a
+  writer thread appends the batch to the run file. Nothing in the hooks
+  reads a device value, so the sampling loop never waits for the GPU or the
+  host, and the device holds two steps of maps, not all of them;
 * a hook on the text encoder records the prompt's token ids for labels (and
   tells a new pipeline call from a sampling loop that stopped early).
+
+A ``torch.compile``d UNet (``torch.compile(pipe.unet)`` or
+``pipe.unet.compile()``) is captured too: forward hooks inside a compiled
+graph would be traced, so there the processor hands the layer's inputs to
+one function that the compiler leaves out (a graph break per captured
+layer), which recomputes ``q``/``k`` of the stored rows with the layer's
+own ``to_q``/``to_k``.
 
 Everything is removed on exit, also when the pipeline raises.
 """
@@ -39,29 +47,54 @@ import numpy as np
 import torch
 
 from attnscope.errors import UsageError
-from attnscope.hooks.buffers import PinnedPool
-from attnscope.models.layers import CrossAttentionLayer, cross_attention_layers, select_layers
-from attnscope.hooks.probabilities import group_probabilities
+from attnscope.hooks.buffers import PinnedPool, StepMaps
+from attnscope.hooks.probabilities import store_tokens, token_probabilities, token_values
 from attnscope.hooks.selection import Selection
+from attnscope.models.layers import CrossAttentionLayer, cross_attention_layers, select_layers
 from attnscope.models.identity import pipeline_fingerprint
 from attnscope.store.reader import RunFile
 from attnscope.store.schema import CaptureSchema, RunRecord, layout
-from attnscope.store.writer import RunWriter
+from attnscope.store.writer import BatchRows, RunWriter
 
 
 class CaptureProcessor:
-    """Wraps a cross-attention module's original processor and records its probabilities."""
+    """Wraps a cross-attention module's original processor and records its probabilities.
 
-    def __init__(self, original, layer: CrossAttentionLayer, recorder: "Capture"):
+    ``from_inputs``: the module runs inside a compiled graph, so ``q``/``k``
+    are recomputed from the layer's inputs by :func:`_record_inputs` (which
+    the compiler leaves out) instead of being grabbed by hooks.
+    """
+
+    def __init__(self, original, layer: CrossAttentionLayer, recorder: "Capture", from_inputs: bool = False):
         self.original = original
         self.layer = layer
         self.recorder = recorder
+        self.from_inputs = from_inputs
 
     def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, *args, **kwargs):
         out = self.original(attn, hidden_states, encoder_hidden_states, attention_mask, temb, *args, **kwargs)
-        if self.recorder.recording:
+        if self.from_inputs:
+            _record_inputs(self, attn, hidden_states, encoder_hidden_states)
+        elif self.recorder.recording:
             self.recorder.record(self.layer, attn)
         return out
+
+
+@torch.compiler.disable
+def _record_inputs(processor: CaptureProcessor, attn, hidden_states, encoder_hidden_states) -> None:
+    """Record a layer from its inputs, outside any compiled graph (the capture's state stays out of its guards)."""
+    if processor.recorder.recording:
+        processor.recorder.record_inputs(processor.layer, attn, hidden_states, encoder_hidden_states)
+
+
+def is_compiled(module: torch.nn.Module) -> bool:
+    """Whether ``module`` runs through ``torch.compile`` (wrapped, or compiled in place with ``.compile()``)."""
+    return hasattr(module, "_orig_mod") or getattr(module, "_compiled_call_impl", None) is not None
+
+
+def uncompiled(module: torch.nn.Module) -> torch.nn.Module:
+    """The module a ``torch.compile`` wrapper wraps (the module itself when not wrapped)."""
+    return getattr(module, "_orig_mod", module)
 
 
 @dataclass
@@ -74,15 +107,24 @@ class _Batch:
     token_index: torch.Tensor  # (rows, tokens_max) positions to gather, on the device
     cond_width: int  # token slots reserved for the conditional branch
     uncond_offset: int  # rows of the uncond branch start here in `token_index`
-    buffer: torch.Tensor  # (runs, tokens_max, steps, L) on the device
+    maps: StepMaps  # (runs, cond + uncond token slots, L) per stored step
     records: list[RunRecord]
-    slots: list[list[int]]  # per run, which token slots of `buffer` hold its tokens
+    file_rows: BatchRows  # per run, the token slots of `maps` that hold its tokens; their rows in the file
     latent_hw: tuple[int, int]
     step: int = 0
     grabbed: dict = field(default_factory=dict)  # "q"/"k" of the layer running now
-    pending: list = field(default_factory=list)  # (layer, q, k) of the group being collected
-    pending_shape: tuple = ()  # what the pending layers share: queries, heads, width, upcast, scale
-    pending_end: int = 0  # where in L the pending layers' maps end; the next layer of the group starts there
+    values: dict = field(default_factory=dict)  # (keys, heads, dtype) -> one-hot token values
+
+    def target(self) -> torch.Tensor:
+        """``(runs, token slots, L)``: the buffer of the step being sampled."""
+        return self.maps.slot(self.slot_of_step[self.step])
+
+    def token_values(self, keys: int, heads: int, dtype: torch.dtype) -> torch.Tensor:
+        """:func:`~attnscope.hooks.probabilities.token_values` of this batch's tokens, made once per shape."""
+        made = self.values.get((keys, heads, dtype))
+        if made is None:
+            made = self.values[(keys, heads, dtype)] = token_values(self.token_index, keys, heads, dtype)
+        return made
 
 
 class Capture:
@@ -108,7 +150,10 @@ class Capture:
         self.sink = sink
         self.layers = self._find_layers(selection.layers)
         self._writer = RunWriter(sink, resume=resume, overwrite=overwrite, storage=storage)
-        self._pool = PinnedPool() if self._backbone().device.type == "cuda" else None
+        device = self._backbone().device
+        self._pool = PinnedPool(capacity=8) if device.type == "cuda" else None  # blocks of steps in flight
+        self._copy_stream = torch.cuda.Stream(device) if device.type == "cuda" else None
+        self._compiled = is_compiled(self._backbone())
         self._text_calls: list[torch.Tensor] = []
         self._labels: list[dict] = []
         self._batch: _Batch | None = None
@@ -124,7 +169,7 @@ class Capture:
         return self.pipe.unet
 
     def _find_layers(self, pattern) -> list:
-        return select_layers(cross_attention_layers(self.pipe.unet), pattern)
+        return select_layers(cross_attention_layers(uncompiled(self.pipe.unet)), pattern)
 
     # -- context -----------------------------------------------------------
     def __enter__(self) -> "Capture":
@@ -136,20 +181,28 @@ class Capture:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        self._batch = None  # a batch cut short by an error is dropped
+        self._drop_batch()  # a batch cut short by an error is dropped
         self._uninstall()
         self._writer.close()
+
+    def _drop_batch(self) -> None:
+        if self._batch is not None:
+            self._batch.maps.release()
+            self._batch = None
 
     def _install(self) -> None:
         unet = self.pipe.unet
         for layer in self.layers:
             module = layer.module
             self._originals[layer.name] = module.processor
-            module.set_processor(CaptureProcessor(module.processor, layer, self))
-            self._handles.append(module.to_q.register_forward_hook(self._grab("q", layer.name)))
-            self._handles.append(module.to_k.register_forward_hook(self._grab("k", layer.name)))
-        self._handles.append(unet.register_forward_pre_hook(self._before_unet, with_kwargs=True))
-        self._handles.append(unet.register_forward_hook(self._after_unet))
+            module.set_processor(CaptureProcessor(module.processor, layer, self, from_inputs=self._compiled))
+            if not self._compiled:
+                self._handles.append(module.to_q.register_forward_hook(self._grab("q", layer.name)))
+                self._handles.append(module.to_k.register_forward_hook(self._grab("k", layer.name)))
+        # a UNet compiled in place runs its hooks inside the compiled call: keep them out of the graph
+        before, after = torch.compiler.disable(self._before_unet), torch.compiler.disable(self._after_unet)
+        self._handles.append(unet.register_forward_pre_hook(before, with_kwargs=True))
+        self._handles.append(unet.register_forward_hook(after))
         self._handles.append(self.pipe.text_encoder.register_forward_pre_hook(self._on_text, with_kwargs=True))
 
     def _uninstall(self) -> None:
@@ -198,7 +251,7 @@ class Capture:
     def _on_text(self, module, args, kwargs):
         if self._batch is not None and self._batch.step > 0:  # a new pipeline call: the last one stopped early
             warnings.warn("a sampling loop ended early; its partial attention maps were dropped")
-            self._batch = None
+            self._drop_batch()
         ids = args[0] if args else kwargs.get("input_ids")
         if ids is not None:
             self._text_calls.append(ids.detach().to("cpu"))
@@ -217,8 +270,8 @@ class Capture:
         batch = self._batch
         if batch is None:
             return
-        if batch.pending:
-            self._compute_group(batch)
+        if batch.step in batch.slot_of_step:
+            batch.maps.filled(batch.slot_of_step[batch.step])
         batch.step += 1
         batch.grabbed.clear()
         if batch.step == batch.n_steps:
@@ -288,12 +341,9 @@ class Capture:
         schema = self._schema(latent_hw, steps)
         self._writer.open(schema)
         self._extents = {spec.name: (spec.offset, spec.offset + spec.size) for spec in schema.layers}
-        buffer = torch.zeros(
-            (n_runs, cond_width + uncond_width, len(steps), schema.width_l), dtype=self.selection.dtype, device=device
-        )
-        slots = [
-            list(range(len(c))) + list(range(cond_width, cond_width + len(u))) for c, u in zip(cond, uncond)
-        ]
+        file_rows = BatchRows([list(range(len(c))) + list(range(cond_width, cond_width + len(u)))
+                               for c, u in zip(cond, uncond)])
+        maps = self._step_maps((n_runs, cond_width + uncond_width, schema.width_l), len(steps), device, file_rows)
         return _Batch(
             n_steps=n_steps,
             slot_of_step={s: i for i, s in enumerate(steps)},
@@ -301,11 +351,28 @@ class Capture:
             token_index=token_index,
             cond_width=cond_width,
             uncond_offset=n_runs if (cfg and both) else 0,
-            buffer=buffer,
+            maps=maps,
             records=records,
-            slots=slots,
+            file_rows=file_rows,
             latent_hw=latent_hw,
         )
+
+    def _step_maps(self, shape: tuple[int, int, int], n_steps: int, device: torch.device,
+                   file_rows: BatchRows) -> StepMaps:
+        """Buffers of a batch whose stored steps each hold maps of ``shape`` (runs, token slots, L); its blocks of
+        steps go to the writer as they fill."""
+        if self._pool is None:
+            def take(block_shape, dtype):
+                return torch.zeros(block_shape, dtype=dtype), lambda: None
+        else:
+            def take(block_shape, dtype):
+                return self._pool.take(block_shape, dtype, check=self._writer.check)
+
+        def hand(first, host, ready, release):
+            self._writer.submit_steps(file_rows, first, host, ready, release)
+
+        return StepMaps(shape, n_steps, self._writer.step_block, self.selection.dtype, take, hand, device,
+                        self._copy_stream)
 
     def _records(self, n_runs, cond, uncond, prompt_ids, negative_ids, tokenizer=None) -> list[RunRecord]:
         """One record per run of the call; prompts unlabelled by ``generate`` are decoded from their ids
@@ -367,54 +434,46 @@ class Capture:
         )
 
     def record(self, layer: CrossAttentionLayer, attn) -> None:
-        """Keep ``layer``'s q/k of the current step; compute the previous group first if it is complete.
-
-        A group is a run of layers with the same shapes whose maps lie side by side in ``L``, so that its
-        probabilities go into the buffer with one copy.
-        """
+        """Store ``layer``'s maps of the current step from the q/k its ``to_q``/``to_k`` hooks grabbed."""
         batch = self._batch
         query, key = batch.grabbed.pop("q"), batch.grabbed.pop("k")
+        self._store(layer, attn, query[batch.rows], key[batch.rows])
+
+    def record_inputs(self, layer: CrossAttentionLayer, attn, hidden_states, encoder_hidden_states) -> None:
+        """Store ``layer``'s maps of the current step, recomputing q/k of the stored rows from its inputs.
+
+        For a compiled UNet, where the processor's own q/k cannot be grabbed; the
+        processor must feed ``to_q``/``to_k`` its inputs unchanged (as SD's do).
+        """
+        if hidden_states.ndim != 3 or any(getattr(attn, name, None) is not None
+                                          for name in ("spatial_norm", "group_norm", "norm_cross")):
+            raise NotImplementedError(f"{layer.name}: capture on a compiled UNet needs a cross-attention layer "
+                                      "without spatial/group/cross norms")
+        rows = self._batch.rows
+        self._store(layer, attn, attn.to_q(hidden_states[rows]), attn.to_k(encoder_hidden_states[rows]))
+
+    def _store(self, layer: CrossAttentionLayer, attn, query: torch.Tensor, key: torch.Tensor) -> None:
+        """Probabilities of the selected tokens of ``query`` ``(rows, n, heads·d)`` on ``key`` into the step buffer."""
+        batch = self._batch
         n = query.shape[1]
         h, w = layer.resolution(batch.latent_hw)
         if h * w != n:
             raise RuntimeError(f"{layer.name}: expected {h}x{w} queries for latent {batch.latent_hw}, got {n}")
-        shape = (n, attn.heads, query.shape[-1], key.shape[-1], attn.upcast_attention, attn.scale)
+        upcast = bool(attn.upcast_attention)
+        values = batch.token_values(key.shape[1], attn.heads, torch.float32 if upcast else query.dtype)
+        probabilities = token_probabilities(query, key, values, heads=attn.heads, scale=attn.scale, upcast=upcast)
+        mean_heads = self.selection.heads == "mean"
         start, end = self._extents[layer.name]
-        if batch.pending and (shape != batch.pending_shape or start != batch.pending_end):
-            self._compute_group(batch)
-        batch.pending.append((layer, query[batch.rows], key[batch.rows]))
-        batch.pending_shape, batch.pending_end = shape, end
-
-    def _compute_group(self, batch: _Batch) -> None:
-        """Probabilities of the pending layers (same shapes, adjacent in L) into the buffer at the current step."""
-        layers, queries, keys = zip(*batch.pending)
-        batch.pending = []
-        n, heads, _, _, upcast, scale = batch.pending_shape
-        picked = group_probabilities(
-            queries, keys, heads=heads, scale=scale, upcast=upcast,
-            token_index=batch.token_index, mean_heads=self.selection.heads == "mean",
-        )  # (layers, rows, heads or 1, n, tokens)
-        start, n_layers, n_heads = self._extents[layers[0].name][0], len(layers), picked.shape[2]
-        target = batch.buffer[:, :, batch.slot_of_step[batch.step], start : batch.pending_end]
-        target = target.unflatten(-1, (n_layers, n_heads, n))
-        rows = picked.permute(1, 4, 0, 2, 3)  # (rows, tokens, layers, heads, n)
+        target = batch.target()[:, :, start:end].unflatten(-1, (1 if mean_heads else attn.heads, n))
         if batch.uncond_offset:  # rows are [uncond, cond]; cond slots come first in the buffer
-            target[:, : batch.cond_width].copy_(rows[batch.uncond_offset :, : batch.cond_width])
-            target[:, batch.cond_width :].copy_(rows[: batch.uncond_offset, : target.shape[1] - batch.cond_width])
+            store_tokens(target[:, : batch.cond_width], probabilities[batch.uncond_offset :], mean_heads=mean_heads)
+            store_tokens(target[:, batch.cond_width :], probabilities[: batch.uncond_offset], mean_heads=mean_heads)
         else:
-            target.copy_(rows[:, : target.shape[1]])
+            store_tokens(target, probabilities, mean_heads=mean_heads)
 
     def _finish(self, batch: _Batch) -> None:
         run_ids = self._writer.reserve(len(batch.records))
-        buffer = batch.buffer
-        if self._pool is not None:
-            host, release = self._pool.take(tuple(buffer.shape), buffer.dtype, check=self._writer.check)
-            host.copy_(buffer, non_blocking=True)
-            ready = torch.cuda.Event()
-            ready.record()
-        else:
-            host, release, ready = buffer, (lambda: None), None
-        self._writer.submit(host, ready, batch.records, run_ids, release, slots=batch.slots)
+        self._writer.submit_runs(batch.file_rows, batch.records, run_ids)  # its last block of steps went on before
         self.run_ids += run_ids
         self._last_run_ids = run_ids
 

@@ -50,6 +50,7 @@ from attnscope.models.layers import TransformerLayer, select_layers, transformer
 from attnscope.models.prompts import TextStream, text_streams
 from attnscope.store.schema import CaptureSchema
 from attnscope.store.tokens import align_words, clean, concept_label
+from attnscope.store.writer import BatchRows
 
 Token = tuple[int, str, int]  # (position in the text sequence, token text, word index)
 _STREAMED = ("joint", "double")  # places whose blocks carry a separate text stream (concept maps)
@@ -154,7 +155,7 @@ class TransformerCapture(Capture):
         def hook(module, args, kwargs):
             if stream is self.streams[0] and self._batch is not None and self._batch.step > 0:
                 warnings.warn("a sampling loop ended early; its partial attention maps were dropped")
-                self._batch = None
+                self._drop_batch()
             ids = args[0] if args else kwargs.get("input_ids")
             if ids is not None:
                 self._stream_calls[stream.name].append(ids.detach().to("cpu"))
@@ -271,8 +272,10 @@ class TransformerCapture(Capture):
         self._writer.open(schema)
         self._extents = {spec.name: (spec.offset, spec.offset + spec.size) for spec in schema.layers}
         n_concepts = len(self.concepts)
-        buffer = torch.zeros((n_runs, cond_width + n_concepts + uncond_width, len(steps), schema.width_l),
-                             dtype=self.selection.dtype, device=sample.device)
+        file_rows = BatchRows([list(range(len(c))) + list(range(cond_width, cond_width + n_concepts + len(u)))
+                               for c, u in zip(cond, uncond)])
+        maps = self._step_maps((n_runs, cond_width + n_concepts + uncond_width, schema.width_l), len(steps),
+                               sample.device, file_rows)
         return _Batch(
             n_steps=self._n_steps(),
             slot_of_step={s: i for i, s in enumerate(steps)},
@@ -280,10 +283,9 @@ class TransformerCapture(Capture):
             token_index=token_index.to(sample.device, non_blocking=True),
             cond_width=cond_width,
             uncond_offset=n_runs if (cfg and both) else 0,
-            buffer=buffer,
+            maps=maps,
             records=records,
-            slots=[list(range(len(c))) + list(range(cond_width, cond_width + n_concepts + len(u)))
-                   for c, u in zip(cond, uncond)],
+            file_rows=file_rows,
             latent_hw=grid,
         )
 
@@ -334,7 +336,7 @@ class TransformerCapture(Capture):
             picked = selected_probabilities(own, queries, batch.token_index + key_offset, mean_heads=mean_heads)
             per_token = picked.permute(0, 3, 1, 2)  # (rows, heads or 1, n, tokens) -> (rows, tokens, heads, n)
         start, end = self._extents[layer.name]
-        target = batch.buffer[:, :, batch.slot_of_step[batch.step], start:end].unflatten(-1, (picked.shape[1], n))
+        target = batch.target()[:, :, start:end].unflatten(-1, (picked.shape[1], n))
         cond, uncond = batch.cond_width, batch.cond_width + len(self.concepts)  # buffer: cond, concepts, uncond
         if batch.uncond_offset:  # rows are [uncond, cond]
             target[:, :cond].copy_(per_token[batch.uncond_offset :, :cond])

@@ -1,49 +1,65 @@
-"""Attention probabilities of several same-shaped cross-attention layers at once.
+"""Attention probabilities of the selected text tokens, from one fused attention call per layer.
 
-The capture hooks keep each layer's ``q``/``k`` as the UNet produces them and
-hand over a *group* of consecutive layers with the same query grid, heads and
-head width (SD 1.4: the two 64×64 layers of the first down block, the three
-of the last up block, ...). One stacked batched matmul, one softmax, one
-gather and one head-mean serve the whole group: the sampling thread launches
-a handful of kernels per group instead of per layer, which is what capture
-costs when sampling is bound by kernel launches (batch 1).
+Token ``t``'s map is column ``t`` of ``P = softmax(q kᵀ · scale)``. Give the
+attention values that are one-hot columns of the selected tokens
+(``V[key, j] = 1`` where ``key`` is the ``j``-th selected token) and its
+output ``P V`` *is* those columns. So PyTorch's
+``scaled_dot_product_attention`` — on a GPU one flash / memory-efficient
+kernel that reads ``q`` and ``k`` once, in the layout the layer produced them,
+and never writes the ``(rows, heads, n, keys)`` scores — returns the selected
+probabilities, normalised over all keys as the model normalised them. A
+head mean written straight into the step's buffer is the only other kernel.
 """
 
 from __future__ import annotations
 
-from typing import Sequence
-
 import torch
+import torch.nn.functional as F
+
+ALIGNMENT = 8  # fused attention kernels want the value width a multiple of 8
 
 
-def group_probabilities(
-    queries: Sequence[torch.Tensor],
-    keys: Sequence[torch.Tensor],
-    *,
-    heads: int,
-    scale: float,
-    upcast: bool,
-    token_index: torch.Tensor,
-    mean_heads: bool,
-) -> torch.Tensor:
-    """``softmax(q kᵀ · scale)`` over the text tokens, tokens picked, heads averaged or kept.
+def token_values(token_index: torch.Tensor, keys: int, heads: int, dtype: torch.dtype) -> torch.Tensor:
+    """One-hot values ``(rows, heads, keys, width)``: column ``j`` is 1 at key ``token_index[row, j]``.
 
-    ``queries[g]``: ``(rows, n, heads·d)`` — layer ``g``'s ``to_q`` output;
-    ``keys[g]``: ``(rows, tokens, heads·d)``; all layers share these shapes.
-    ``token_index``: ``(rows, picked)`` token positions to keep per row.
-    Returns ``(layers, rows, heads or 1, n, picked)`` float32 probabilities.
+    ``token_index``: ``(rows, tokens)`` key positions; ``width`` is ``tokens``
+    rounded up to :data:`ALIGNMENT` (the extra columns are 0).
     """
-    # (G, rows, heads, n, d) and (G, rows, heads, tokens, d), one copy each
-    q = torch.stack([x.unflatten(-1, (heads, -1)).transpose(1, 2) for x in queries])
-    k = torch.stack([x.unflatten(-1, (heads, -1)).transpose(1, 2) for x in keys])
+    rows, tokens = token_index.shape
+    width = -(-tokens // ALIGNMENT) * ALIGNMENT
+    onehot = torch.zeros(rows, keys, width, dtype=dtype, device=token_index.device)
+    onehot.scatter_(1, token_index[:, None, :], 1)
+    return onehot[:, None].expand(rows, heads, keys, width).contiguous()
+
+
+def token_probabilities(
+    query: torch.Tensor, key: torch.Tensor, values: torch.Tensor, *, heads: int, scale: float, upcast: bool
+) -> torch.Tensor:
+    """``softmax(q kᵀ · scale)`` at the selected keys: ``(rows, heads, n, width)``.
+
+    ``query``: ``(rows, n, heads·d)`` — a layer's ``to_q`` output; ``key``:
+    ``(rows, keys, heads·d)``; ``values``: :func:`token_values` in the
+    attention dtype (float32 when ``upcast``). Column ``j`` holds the
+    probabilities of the ``j``-th selected token, in that dtype.
+    """
+    q = query.unflatten(-1, (heads, -1)).transpose(1, 2)  # views: no copy of q
+    k = key.unflatten(-1, (heads, -1)).transpose(1, 2)
     if upcast:
         q, k = q.float(), k.float()
-    n_layers, rows, _, n, d = q.shape
-    flat_q = q.view(-1, n, d)
-    flat_k = k.view(-1, k.shape[-2], d).transpose(1, 2)
-    # beta=0: the (unallocated) input only supplies the output's shape, as in diffusers' get_attention_scores
-    scores = torch.baddbmm(flat_q.new_empty(()).expand(flat_q.shape[0], n, flat_k.shape[-1]),
-                           flat_q, flat_k, beta=0, alpha=scale)
-    probs = torch.softmax(scores, dim=-1, dtype=torch.float32).view(n_layers, rows, heads, n, -1)
-    picked = probs.gather(-1, token_index[None, :, None, None, :].expand(n_layers, -1, heads, n, -1))
-    return picked.mean(dim=2, keepdim=True) if mean_heads else picked
+    return F.scaled_dot_product_attention(q, k, values, scale=scale)
+
+
+def store_tokens(target: torch.Tensor, probabilities: torch.Tensor, *, mean_heads: bool) -> None:
+    """Write the first ``tokens`` columns of ``probabilities`` into ``target`` (in its dtype).
+
+    ``target``: ``(rows, tokens, heads or 1, n)``, a view of the step buffer;
+    ``probabilities``: ``(rows, heads, n, width ≥ tokens)``. Heads are averaged
+    (accumulated in float32) when ``mean_heads``.
+    """
+    source = probabilities[..., : target.shape[1]]
+    if not mean_heads:
+        target.copy_(source.permute(0, 3, 1, 2))
+    elif source.dtype == target.dtype:  # one kernel: the mean lands in the buffer
+        torch.mean(source, dim=1, keepdim=True, out=target.permute(0, 2, 3, 1))
+    else:
+        target.permute(0, 2, 3, 1).copy_(source.mean(dim=1, keepdim=True, dtype=torch.float32))

@@ -13,15 +13,17 @@ from __future__ import annotations
 
 import hashlib
 
+import numpy as np
 import torch
 
 
-def _tensor_bytes(tensor: torch.Tensor, full_below: int, samples: int) -> bytes:
+def _sample(tensor: torch.Tensor, full_below: int, samples: int) -> torch.Tensor:
+    """The elements of ``tensor`` that enter the fingerprint, as float16 on its own device."""
     flat = tensor.detach().reshape(-1)
     if flat.numel() > full_below:
         stride = max(1, flat.numel() // samples)
         flat = flat[::stride]
-    return flat.to("cpu", torch.float16).contiguous().numpy().tobytes()
+    return flat.to(torch.float16)
 
 
 def model_fingerprint(
@@ -31,12 +33,21 @@ def model_fingerprint(
 
     ``modules`` maps a component name ("unet", "text_encoder") to its module;
     the digest depends on the component names, so pass them consistently.
+    The samples of each device travel to the host in one copy (one wait for a
+    GPU, not one per tensor).
     """
+    entries = [(f"{component}.{name}:{tuple(tensor.shape)}", _sample(tensor, full_below, samples))
+               for component in sorted(modules) for name, tensor in sorted(modules[component].state_dict().items())]
+    on_host: dict[int, bytes] = {}
+    for device in {values.device for _, values in entries}:
+        mine = [i for i, (_, values) in enumerate(entries) if values.device == device]
+        joined = torch.cat([entries[i][1] for i in mine]).cpu().numpy()
+        offsets = np.cumsum([0] + [entries[i][1].numel() for i in mine])
+        on_host.update({i: joined[offsets[k] : offsets[k + 1]].tobytes() for k, i in enumerate(mine)})
     digest = hashlib.blake2b(digest_size=16)
-    for component in sorted(modules):
-        for name, tensor in sorted(modules[component].state_dict().items()):
-            digest.update(f"{component}.{name}:{tuple(tensor.shape)}".encode())
-            digest.update(_tensor_bytes(tensor, full_below, samples))
+    for index, (label, _) in enumerate(entries):
+        digest.update(label.encode())
+        digest.update(on_host[index])
     return digest.hexdigest()
 
 

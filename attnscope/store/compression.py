@@ -1,10 +1,13 @@
 """How a run file stores its maps: ``lossless`` (default), ``quantised`` or ``raw``.
 
-* ``lossless``: the capture dtype (float16 by default) through Blosc2 (zstd,
-  level 1, byte shuffle) from ``hdf5plugin``; plain ``h5py`` reads the values
-  once ``hdf5plugin`` is imported. Without ``hdf5plugin`` the writer warns and
-  falls back to HDF5's built-in gzip (level 1, shuffle): readable everywhere,
-  larger and slower to write.
+* ``lossless``: the capture dtype's bit patterns (float16 by default), each
+  stored step XOR the step before it (the first stored step as is), through
+  Blosc2 (zstd, level 1, byte shuffle) from ``hdf5plugin``. A map changes
+  little from one step to the next, so sign, exponent and leading mantissa
+  bits XOR to zero and compress; the values come back bit for bit (decoding:
+  a cumulative XOR along the steps). Without ``hdf5plugin`` the writer warns
+  and falls back to HDF5's built-in gzip (level 1, shuffle): readable
+  everywhere, larger and slower to write.
 * ``quantised``: probabilities rounded to multiples of ``QUANTUM = 1/255``
   (``uint8`` codes 0…255), stored as differences between consecutive stored
   steps (mod 256; the first stored step holds the code itself), through
@@ -15,14 +18,18 @@
   keeps only two or three levels — analyse such maps from a lossless file.
 * ``raw``: the capture dtype, uncompressed (the format-1 layout).
 
-Chunks are ``(1 row, all stored steps, chunk_width map values)``: one token of
-one run over every step, a slice of ``L``. A run's maps are its rows' chunks
-side by side; one layer of one token across many runs touches only the
-chunks of that layer's slice of ``L``. ``docs/format.md`` has the numbers.
+Chunks are ``(1 row, up to step_block stored steps, chunk_width map values)``:
+one token of one run over a block of steps, a slice of ``L``. A capture
+writes each block of steps while the next one samples. A run's maps are
+its rows' chunks side by side; one layer of one token across many runs
+touches only the chunks of that layer's slice of ``L``. ``docs/format.md``
+has the numbers.
 
 The dataset's attributes say how to decode it: ``encoding`` is ``"float"``
-(values as stored) or ``"uint8-step-delta"`` (``cumsum(codes, axis=1) mod 256 ×
-quantum``), ``codec`` names the filter. Files of format 1 have no
+(values as stored: raw files, and lossless files of format 2),
+``"float-step-xor"`` (``bitwise_xor.accumulate(bits, axis=1)`` viewed as the
+dtype) or ``"uint8-step-delta"`` (``cumsum(codes, axis=1) mod 256 ×
+quantum``); ``codec`` names the filter. Files of format 1 have no
 ``encoding`` attribute and are read as ``"float"``.
 """
 
@@ -43,8 +50,10 @@ except ImportError:  # pragma: no cover - depends on the machine
 MODES = ("lossless", "quantised", "raw")
 QUANTUM = 1 / 255  # quantised mode: probabilities are stored as multiples of this
 MAX_ERROR = QUANTUM / 2  # the largest absolute error the quantised mode makes on a value in [0, 1]
-FLOAT, STEP_DELTA = "float", "uint8-step-delta"
+FLOAT, STEP_XOR, STEP_DELTA = "float", "float-step-xor", "uint8-step-delta"
+ENCODING = {"lossless": STEP_XOR, "quantised": STEP_DELTA, "raw": FLOAT}  # what each mode writes today
 DEFAULT_CHUNK_WIDTH = 4096  # at most this many map values per chunk along L (one 64×64 map)
+DEFAULT_STEP_BLOCK = 10  # at most this many stored steps per chunk
 
 
 class MissingCodecError(RuntimeError):
@@ -70,16 +79,18 @@ def _filter(mode: str) -> tuple[str, dict]:
 
 @dataclass(frozen=True)
 class Storage:
-    """How to store maps: ``mode`` (see the module docstring) and the chunk width along ``L``."""
+    """How to store maps: ``mode`` (see the module docstring), the chunk width along ``L`` and the
+    stored steps per chunk (a capture writes a batch's steps in blocks of that many as it samples)."""
 
     mode: str = "lossless"
     chunk_width: int = DEFAULT_CHUNK_WIDTH
+    step_block: int = DEFAULT_STEP_BLOCK
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise ValueError(f"storage must be one of {', '.join(MODES)}; got {self.mode!r}")
-        if self.chunk_width < 1:
-            raise ValueError("chunk_width must be positive")
+        if self.chunk_width < 1 or self.step_block < 1:
+            raise ValueError("chunk_width and step_block must be positive")
 
     @classmethod
     def of(cls, storage: "str | Storage") -> "Storage":
@@ -87,34 +98,88 @@ class Storage:
         return storage if isinstance(storage, Storage) else cls(storage)
 
     def chunk(self, steps: int, width: int) -> tuple[int, int, int]:
-        """``(1, steps, w)``: ``L`` cut into equal pieces of at most ``chunk_width`` (no padded edge chunk)."""
+        """``(1, s, w)``: the steps and ``L`` cut into near-equal pieces of at most ``step_block`` steps and
+        ``chunk_width`` values (51 steps: 6 blocks of 9, the last one 6). Raw maps keep all steps in one
+        chunk: nothing to compress while sampling, and a padded edge chunk would cost its full size."""
+        blocks = 1 if self.mode == "raw" else -(-steps // self.step_block)
         pieces = -(-width // self.chunk_width)
-        return (1, steps, -(-width // pieces))
+        return (1, -(-steps // blocks), -(-width // pieces))
 
-    def create_maps(self, file: h5py.File, steps: int, width: int, dtype: str) -> h5py.Dataset:
-        """The empty, resizable ``/maps`` dataset ``(0, steps, width)`` for maps of ``dtype``."""
+    def create_maps(self, file: h5py.File, steps: int, width: int, dtype: str,
+                    encoding: str | None = None) -> h5py.Dataset:
+        """The empty, resizable ``/maps`` dataset ``(0, steps, width)`` for maps of ``dtype``; ``encoding``:
+        the mode's (default) or that of a file being copied."""
+        encoding = encoding or ENCODING[self.mode]
         codec, keywords = _filter(self.mode)
-        stored = np.uint8 if self.mode == "quantised" else dtype
+        stored = np.uint8 if encoding == STEP_DELTA else dtype
         dataset = file.create_dataset(
             "maps", (0, steps, width), maxshape=(None, steps, width), dtype=stored,
             chunks=self.chunk(steps, width), **keywords,
         )
         dataset.attrs["storage"] = self.mode
         dataset.attrs["codec"] = codec
-        dataset.attrs["encoding"] = STEP_DELTA if self.mode == "quantised" else FLOAT
-        if self.mode == "quantised":
+        dataset.attrs["encoding"] = encoding
+        if encoding == STEP_DELTA:
             dataset.attrs["quantum"] = QUANTUM
         return dataset
 
 
-def quantise(maps: np.ndarray) -> np.ndarray:
+def _bits(maps: np.ndarray) -> np.ndarray:
+    """The bit patterns of float maps as unsigned integers of the same width (a view)."""
+    return maps.view(np.dtype(f"u{maps.dtype.itemsize}"))
+
+
+def xor_steps(maps: np.ndarray, previous: np.ndarray | None = None) -> np.ndarray:
+    """Float maps ``(rows, steps, L)`` → each step's bit pattern XOR the step before (same dtype, same shape).
+
+    ``previous``: ``(rows, L)`` the step before the first one (a later block of the same rows), or ``None``
+    when the first step starts the rows and is kept as is.
+    """
+    bits = _bits(np.ascontiguousarray(maps))
+    out = bits.copy()
+    np.bitwise_xor(out[:, 1:], bits[:, :-1], out=out[:, 1:])
+    if previous is not None:
+        np.bitwise_xor(out[:, 0], _bits(np.ascontiguousarray(previous)), out=out[:, 0])
+    return out.view(maps.dtype)
+
+
+def unxor_steps(stored: np.ndarray) -> np.ndarray:
+    """:func:`xor_steps` undone over all stored steps ``(rows, steps, L)``."""
+    return np.bitwise_xor.accumulate(_bits(stored), axis=1).view(stored.dtype)
+
+
+def encode(kind: str, maps: np.ndarray, previous: np.ndarray | None = None) -> np.ndarray:
+    """Maps ``(rows, steps, L)`` as a dataset of encoding ``kind`` stores them; ``previous``: what
+    :func:`carry` kept of the block of steps before (``None``: these steps start the rows)."""
+    if kind == STEP_XOR:
+        return xor_steps(maps, previous)
+    if kind == STEP_DELTA:
+        return quantise(maps, previous)
+    return maps
+
+
+def carry(kind: str, maps: np.ndarray) -> np.ndarray | None:
+    """What the next block of steps of the same rows is encoded against: ``(rows, L)`` (``None``: nothing)."""
+    if kind == STEP_XOR:
+        return np.ascontiguousarray(maps[:, -1])
+    if kind == STEP_DELTA:
+        return quantise(maps[:, -1:])[:, 0]
+    return None
+
+
+def quantise(maps: np.ndarray, previous: np.ndarray | None = None) -> np.ndarray:
     """Probabilities ``(rows, steps, L)`` in [0, 1] → ``uint8`` step-difference codes of the same shape.
 
-    Torch's CPU kernels (vectorised float16, several threads, no GIL) run this ~2× faster than numpy.
+    ``previous``: ``(rows, L)`` uint8 levels ``round(p / QUANTUM)`` of the step before the first one (a later block of
+    the same rows), or ``None`` when the first step starts the rows. Torch's CPU kernels (vectorised
+    float16, several threads, no GIL) run this ~2× faster than numpy.
     """
     levels = torch.from_numpy(np.ascontiguousarray(maps)).float().mul_(1 / QUANTUM).round_().clamp_(0, 255)
-    codes = levels.to(torch.uint8)
-    codes[:, 1:] -= codes[:, :-1].clone()  # uint8 arithmetic wraps: mod 256
+    levels = levels.to(torch.uint8)
+    codes = levels.clone()
+    codes[:, 1:] -= levels[:, :-1]  # uint8 arithmetic wraps: mod 256
+    if previous is not None:
+        codes[:, 0] -= torch.from_numpy(previous)
     return codes.numpy()
 
 
@@ -125,7 +190,7 @@ def dequantise(codes: np.ndarray, quantum: float = QUANTUM) -> np.ndarray:
 
 
 def encoding(dataset: h5py.Dataset) -> str:
-    """``"float"`` or ``"uint8-step-delta"``; format-1 files (no attribute) are ``"float"``."""
+    """``"float"``, ``"float-step-xor"`` or ``"uint8-step-delta"``; format-1 files (no attribute) are ``"float"``."""
     value = dataset.attrs.get("encoding", FLOAT)
     return value.decode() if isinstance(value, bytes) else str(value)
 
@@ -134,11 +199,6 @@ def storage_mode(dataset: h5py.Dataset) -> str:
     """The mode ``dataset`` was written with; format-1 files are ``"raw"``."""
     value = dataset.attrs.get("storage", "raw")
     return value.decode() if isinstance(value, bytes) else str(value)
-
-
-def encode(dataset: h5py.Dataset, maps: np.ndarray) -> np.ndarray:
-    """Maps ``(rows, steps, L)`` as ``dataset`` stores them."""
-    return quantise(maps) if encoding(dataset) == STEP_DELTA else maps
 
 
 def read(dataset: h5py.Dataset, rows: slice | np.ndarray, columns: slice = slice(None)) -> np.ndarray:
@@ -152,6 +212,9 @@ def read(dataset: h5py.Dataset, rows: slice | np.ndarray, columns: slice = slice
                 "`pip install hdf5plugin` to read them"
             ) from error
         raise
-    if encoding(dataset) == STEP_DELTA:
+    kind = encoding(dataset)
+    if kind == STEP_DELTA:
         return dequantise(values, float(dataset.attrs["quantum"]))
+    if kind == STEP_XOR:
+        return unxor_steps(values)
     return values

@@ -16,7 +16,7 @@ import h5py
 import numpy as np
 
 from attnscope.errors import FileRefused
-from attnscope.store.compression import storage_mode
+from attnscope.store.compression import encoding, storage_mode
 from attnscope.store.lock import RunFileLock
 from attnscope.store.reader import RunFile, is_run_file
 from attnscope.store.writer import _RUN_FIELDS, _TOKEN_FIELDS, RunFileError
@@ -51,6 +51,8 @@ def merge_shards(shards: Sequence[str | os.PathLike], out: str | os.PathLike) ->
                 raise RunFileError(f"{shard.file.filename} differs from {opened[0].file.filename} in {diff}")
             if (mode := storage_mode(shard.file["maps"])) != storage_mode(opened[0].file["maps"]):
                 raise RunFileError(f"{shard.file.filename} stores maps {mode}, {opened[0].file.filename} does not")
+            if (kind := encoding(shard.file["maps"])) != encoding(opened[0].file["maps"]):  # format 2 vs 3
+                raise RunFileError(f"{shard.file.filename} encodes maps {kind}, {opened[0].file.filename} does not")
         if out.exists() and not is_run_file(out):
             raise FileRefused(f"{out} exists and is not an attnscope run file: it will not be overwritten by a merge")
         with RunFileLock(out, "merging"), h5py.File(out, "w", libver="latest") as merged:

@@ -12,7 +12,7 @@ import json
 from dataclasses import asdict, dataclass, field
 
 FORMAT_NAME = "attnscope.run"
-FORMAT_VERSION = 2  # 2: compressed or quantised maps (attributes of /maps); 1: raw maps
+FORMAT_VERSION = 3  # 3: lossless maps step-XOR encoded; 2: compressed or quantised maps (attributes of /maps); 1: raw
 
 
 @dataclass(frozen=True)

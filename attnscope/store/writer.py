@@ -1,11 +1,15 @@
 """Append runs to a run file from a background thread.
 
-The capture hooks hand over one *batch* at a time: a host tensor of shape
-``(runs, tokens_max, steps, L)`` (possibly still being filled by an
-asynchronous device-to-host copy, signalled by a CUDA event) plus one
-:class:`RunRecord` per run. A single writer thread waits for the copy, appends
-the rows, flushes, and only then marks the runs complete, so a file from a
-killed process opens and tells which runs are whole.
+The capture hooks hand over each batch of runs while it samples, in *step
+blocks*: host tensors ``(steps, runs, tokens_max, L)`` of :attr:`RunWriter.step_block`
+stored steps (possibly still being filled by asynchronous device-to-host
+copies, signalled by a CUDA event). A block fills whole chunks of ``/maps``,
+so the single writer thread compresses and writes it while the next block
+samples; when the sampling loop ends only the last block is left to write.
+Then come one :class:`RunRecord` per run: the thread appends the labels,
+flushes, and only then marks the runs complete, so a file from a killed
+process opens and tells which runs are whole. (:meth:`RunWriter.submit`
+takes a whole batch at once.)
 
 Files on disk are written in HDF5's single-writer/multiple-reader (SWMR) mode:
 HDF5 then keeps the file consistent at every flush, which is what makes a
@@ -29,7 +33,7 @@ import os
 import queue
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -38,7 +42,7 @@ import numpy as np
 import torch
 
 from attnscope.errors import FileRefused, UserError
-from attnscope.store.compression import Storage, encode, storage_mode
+from attnscope.store.compression import Storage, carry, encode, encoding, storage_mode
 from attnscope.store.lock import RunFileLock
 from attnscope.store.schema import FORMAT_NAME, FORMAT_VERSION, CaptureSchema, RunRecord
 
@@ -79,8 +83,10 @@ def _versions() -> dict[str, str]:
     }
 
 
-def create_layout(file: h5py.File, schema: CaptureSchema, storage: Storage = Storage()) -> None:
-    """Create every group and dataset of an empty run file (SWMR forbids later creation)."""
+def create_layout(file: h5py.File, schema: CaptureSchema, storage: Storage = Storage(),
+                  encoding: str | None = None) -> None:
+    """Create every group and dataset of an empty run file (SWMR forbids later creation); ``encoding`` of
+    /maps: the storage mode's, or that of a file being copied."""
     file.attrs["format"] = FORMAT_NAME
     file.attrs["format_version"] = FORMAT_VERSION
     file.attrs["schema"] = schema.to_json()
@@ -92,7 +98,7 @@ def create_layout(file: h5py.File, schema: CaptureSchema, storage: Storage = Sto
     tokens = file.create_group("tokens")
     for name, dtype in _TOKEN_FIELDS.items():
         tokens.create_dataset(name, (0,), maxshape=(None,), dtype=dtype, chunks=(4096,))
-    storage.create_maps(file, len(schema.steps), schema.width_l, schema.dtype)
+    storage.create_maps(file, len(schema.steps), schema.width_l, schema.dtype, encoding)
     file.create_dataset(
         "images", (0, schema.height, schema.width, 3), maxshape=(None, schema.height, schema.width, 3),
         dtype=np.uint8, chunks=(1, schema.height, schema.width, 3),
@@ -109,13 +115,33 @@ def _append(dataset: h5py.Dataset, values) -> int:
 
 
 @dataclass
+class BatchRows:
+    """The ``/maps`` rows of one batch of runs, allocated when its first steps are written.
+
+    ``slots[i]``: the token slots of the host maps that run ``i`` owns; the
+    writer thread sets ``starts`` (each run's first row) and keeps what the next block of steps is
+    encoded against (lossless and quantised files encode each step against the one before).
+    """
+
+    slots: list[list[int]]
+    starts: list[int] | None = None
+    previous: dict = field(default_factory=dict)  # (run, first slot) -> `compression.carry` of the last block
+
+
+@dataclass
+class _Steps:
+    rows: BatchRows
+    first: int  # the block's first stored step
+    maps: torch.Tensor  # (steps, runs, tokens_max, L) on the host
+    ready: torch.cuda.Event | None  # set when the device-to-host copies finished
+    release: Callable[[], None]  # hands the host buffer back to its pool
+
+
+@dataclass
 class _Batch:
-    maps: torch.Tensor  # (runs, tokens_max, steps, L) on the host
-    ready: torch.cuda.Event | None  # set when the device-to-host copy finished
+    rows: BatchRows
     records: list[RunRecord]
     run_ids: list[int]
-    release: Callable[[], None]  # hands the host buffer back to its pool
-    slots: list[list[int]] | None  # per run, the token slots of `maps` it owns (None: the first n)
 
 
 @dataclass
@@ -142,7 +168,8 @@ def _recover(path: Path) -> int:
 
     temporary = path.with_name(path.name + ".recovering")
     with RunFile(path) as old, h5py.File(temporary, "w", libver="latest") as new:
-        create_layout(new, old.schema, Storage(storage_mode(old.file["maps"])))
+        maps = old.file["maps"]  # copied as stored: same mode, same encoding, same steps per chunk
+        create_layout(new, old.schema, Storage(storage_mode(maps), step_block=maps.chunks[1]), encoding(maps))
         keep = np.flatnonzero(old.complete)
         for run in keep:
             record = old.record(int(run))
@@ -182,6 +209,18 @@ def _write_run_entries(file: h5py.File, records: list[RunRecord], row_starts: li
     _append(tokens["branch"], [b for r in records for b in [1] * r.n_tokens + [0] * r.n_uncond_tokens])
 
 
+def _pad_tokens(file: h5py.File, rows: int) -> None:
+    """Append /tokens entries that belong to no run (text "", position and word -1) up to ``rows`` entries,
+    so that /tokens stays aligned with /maps after the rows of a batch dropped mid-sampling."""
+    tokens = file["tokens"]
+    n = rows - tokens["position"].shape[0]
+    if n > 0:
+        _append(tokens["text"], [""] * n)
+        _append(tokens["position"], [-1] * n)
+        _append(tokens["word"], [-1] * n)
+        _append(tokens["branch"], [0] * n)
+
+
 def _spans(slots: list[int]) -> list[slice]:
     """Consecutive runs of token slots as slices: ``[0, 1, 2, 7, 8]`` → ``[0:3, 7:9]``."""
     spans, start = [], 0
@@ -207,7 +246,7 @@ class RunWriter:
         *,
         resume: bool = False,
         overwrite: bool = False,
-        max_pending: int = 2,
+        max_pending: int = 16,
         stall_seconds: float = 600.0,
         storage: str | Storage = "lossless",
     ):
@@ -229,6 +268,7 @@ class RunWriter:
         self.file: h5py.File | None = None
         self.schema: CaptureSchema | None = None
         self._n_runs = 0
+        self.step_block = 0  # stored steps per chunk of /maps, known once the file is open: write steps in blocks of it
         self._thread = threading.Thread(target=self._work, name="attnscope-run-writer", daemon=True)
         self._thread.start()
 
@@ -251,6 +291,7 @@ class RunWriter:
             self.file.swmr_mode = True
         self.schema = schema
         self._n_runs = self.file["runs/complete"].shape[0]
+        self.step_block = self.file["maps"].chunks[1]
 
     def _reopen(self, schema: CaptureSchema) -> h5py.File:
         try:
@@ -281,11 +322,23 @@ class RunWriter:
 
     # -- feeding -----------------------------------------------------------
     def submit(self, maps, ready, records, run_ids, release=lambda: None, slots=None) -> None:
-        """Queue a batch: ``maps`` ``(runs, tokens_max, steps, L)``, ``ready`` a CUDA event
+        """Queue a whole batch: ``maps`` ``(runs, tokens_max, steps, L)``, ``ready`` a CUDA event
         (or None), one record and run id per run; ``slots[i]`` lists the token
         slots run ``i`` owns (default: its first ``len(record.tokens)``).
-        Blocks when ``max_pending`` batches wait (backpressure)."""
-        self._put(_Batch(maps, ready, records, run_ids, release, slots))
+        Blocks when ``max_pending`` items wait (backpressure)."""
+        rows = BatchRows(slots or [list(range(len(record.tokens))) for record in records])
+        self.submit_steps(rows, 0, maps.permute(2, 0, 1, 3), ready, release)
+        self.submit_runs(rows, records, run_ids)
+
+    def submit_steps(self, rows: BatchRows, first: int, maps, ready=None, release=lambda: None) -> None:
+        """Queue stored steps ``first …`` of a batch while it samples: ``maps`` ``(steps, runs, tokens_max, L)``
+        on the host, ``ready`` a CUDA event (or None) set once it is filled. Blocks of :attr:`step_block`
+        steps (the last may be shorter) fill whole chunks, so they are compressed and written at once."""
+        self._put(_Steps(rows, first, maps, ready, release))
+
+    def submit_runs(self, rows: BatchRows, records: list[RunRecord], run_ids: list[int]) -> None:
+        """Queue the end of a batch whose steps were all submitted: one record and run id per run."""
+        self._put(_Batch(rows, records, run_ids))
 
     def submit_images(self, images: np.ndarray, run_ids: list[int]) -> None:
         """Queue images ``(runs, H, W, 3)`` uint8 of runs already submitted."""
@@ -304,6 +357,8 @@ class RunWriter:
         """Drain the queue, close the file and release the lock; raises the thread's error, if any."""
         try:
             self._stop_thread()
+            if self.file is not None and self._error is None:
+                _pad_tokens(self.file, self.file["maps"].shape[0])  # a last batch dropped mid-sampling
             if self.file is not None and self.path is not None:
                 self.file.close()
         finally:
@@ -364,49 +419,56 @@ class RunWriter:
 
     # -- the thread --------------------------------------------------------
     def _work(self) -> None:
+        write = {_Steps: self._write_steps, _Batch: self._write_batch, _Images: self._write_images}
         while True:
             item = self._queue.get()
             try:
                 if item is None:
                     return
                 if self._error is None:
-                    if isinstance(item, _Batch):
-                        self._write_batch(item)
-                    else:
-                        self._write_images(item)
+                    write[type(item)](item)
             except BaseException as error:  # reported to the producer on its next call
                 self._error = error
             finally:
-                if isinstance(item, _Batch):
+                if isinstance(item, _Steps):
                     item.release()
                 self._progress = time.monotonic()
                 self._queue.task_done()
 
+    def _write_steps(self, item: _Steps) -> None:
+        """Write a block of stored steps of every run of a batch (the batch's rows are made at its first block)."""
+        dataset, rows = self.file["maps"], item.rows
+        if rows.starts is None:
+            start = dataset.shape[0]
+            counts = [len(owned) for owned in rows.slots]
+            dataset.resize((start + sum(counts),) + dataset.shape[1:])
+            rows.starts = [start + sum(counts[:i]) for i in range(len(counts))]
+        if item.ready is not None:
+            item.ready.synchronize()
+        maps = item.maps.numpy()
+        steps = slice(item.first, item.first + maps.shape[0])
+        kind = encoding(dataset)
+        # Few large writes: h5py lets go of the GIL while HDF5 compresses and writes, so the sampling thread
+        # keeps launching kernels; what holds the GIL is per-call bookkeeping, so calls are per run, not per row.
+        for index, (owned, row) in enumerate(zip(rows.slots, rows.starts)):
+            for span in _spans(owned):
+                values = maps[:, index, span].transpose(1, 0, 2)  # (rows, steps, L)
+                count = span.stop - span.start
+                key = (index, span.start)
+                dataset[row : row + count, steps] = encode(kind, values, rows.previous.get(key))
+                rows.previous[key] = carry(kind, values)
+                row += count
+
     def _write_batch(self, batch: _Batch) -> None:
-        if batch.ready is not None:
-            batch.ready.synchronize()
-        maps = batch.maps.numpy()
+        """Label the batch's runs, after all its steps: /runs and /tokens entries, then ``complete``."""
         file = self.file
         first = batch.run_ids[0]
         if file["runs/complete"].shape[0] != first:
             raise RunFileError(f"runs must be written in order: expected run {file['runs/complete'].shape[0]}, got {first}")
-        slots = batch.slots or [list(range(len(record.tokens))) for record in batch.records]
-        counts = [len(owned) for owned in slots]
-        dataset = file["maps"]
-        start = dataset.shape[0]
-        dataset.resize((start + sum(counts),) + dataset.shape[1:])
-        # Few large writes: h5py lets go of the GIL while HDF5 writes, so the sampling thread keeps
-        # launching kernels; what holds the GIL is the per-call bookkeeping, so calls are per run, not per row.
-        row_starts, row = [], start
-        for index, owned in enumerate(slots):
-            row_starts.append(row)
-            for span in _spans(owned):
-                count = span.stop - span.start
-                dataset[row : row + count] = encode(dataset, maps[index, span])
-                row += count
-        _write_run_entries(file, batch.records, row_starts, complete=False)
+        _pad_tokens(file, batch.rows.starts[0])  # after rows of a batch dropped mid-sampling, if any
+        _write_run_entries(file, batch.records, batch.rows.starts, complete=False)
         file.flush()
-        file["runs/complete"][first : first + len(counts)] = True
+        file["runs/complete"][first : first + len(batch.run_ids)] = True
         file.flush()
 
     def _write_images(self, item: _Images) -> None:
