@@ -59,6 +59,7 @@ from attnscope.datasets.toy_vocabulary import CLASSES, HIERARCHY, SUPERCLASS_OF
 from attnscope.erasure import edit_subsets, erase_uce
 from attnscope.erasure.edit import Edit
 from attnscope.models.loading import load_toy_and_oracle
+from attnscope.models.prompts import text_embedder
 from attnscope.report import ReportInputs, StateInfo, write_leakage_report
 from attnscope.report.inside import full_change_sentence, parts_sentence, tradeoff_section, tradeoff_study
 from attnscope.runner import BASE, Plan, Reduction, State, read_ledgers, run_state
@@ -124,7 +125,7 @@ def ablation_plan(pipe, args: argparse.Namespace) -> Plan:
     recipe = toy_recipe()
     partners = [c for c in CLASSES if SUPERCLASS_OF[c] != SUPERCLASS_OF[ERASED]]
     prompts = build_see_prompts(recipe) + build_pair_prompts(recipe, pairs=[(ERASED, p) for p in partners])
-    rows = split(prompts, [ERASED], encoder=(pipe.tokenizer, pipe.text_encoder))
+    rows = split(prompts, [ERASED], embed=text_embedder(pipe))
     plan = Plan(tuple(rows), tuple(range(args.seeds)), SamplerSettings(steps=args.steps), (ERASED,))
     return plan.reduced(SMOKE_REDUCTION if args.smoke else ABLATION_REDUCTION)
 

@@ -43,6 +43,7 @@ import torch
 
 from attnscope.datasets.see import split
 from attnscope.models.loading import load_toy_and_oracle
+from attnscope.models.prompts import text_embedder
 from attnscope.models.toy.pipeline import DEFAULT_GUIDANCE_SCALE
 from attnscope.report.benchmark import BenchmarkSettings, write_benchmark_report
 from attnscope.runner import Plan, Reduction, benchmark_prompts
@@ -97,7 +98,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def make_plan(pipe, args: argparse.Namespace) -> Plan:
     """Every toy prompt × ``--seeds`` (a stratified sample of the prompts with ``--smoke``)."""
-    rows = split(benchmark_prompts("toy", args.erase), args.erase, encoder=(pipe.tokenizer, pipe.text_encoder))
+    rows = split(benchmark_prompts("toy", args.erase), args.erase, embed=text_embedder(pipe))
     plan = Plan(tuple(rows), tuple(range(args.seeds)), SamplerSettings(steps=args.steps), tuple(args.erase))
     return plan.reduced(SMOKE_REDUCTION) if args.smoke else plan
 

@@ -19,13 +19,13 @@ from attnscope.datasets.see import (
     build_pair_prompts,
     build_see_prompts,
     build_toy_prompts,
-    embed_texts,
     export,
     parse_concept,
     read_prompts,
     split,
     toy_recipe,
 )
+from attnscope.models.prompts import embed_texts
 
 
 @pytest.fixture(scope="module")
@@ -241,7 +241,7 @@ def test_embed_texts_is_pooled_normalised_and_batch_invariant(encoder):
 
 
 def test_split_measures_text_similarity(see, encoder):
-    rows = split(see, "car", encoder=encoder, batch_size=512)
+    rows = split(see, "car", embed=lambda texts: embed_texts(texts, encoder, batch_size=512))
     sims = [r.text_similarity for r in rows]
     assert all(-1.0 - 1e-5 <= s <= 1.0 + 1e-5 for s in sims)
     (bare,) = [r for r in rows if r.relation == "concept"]

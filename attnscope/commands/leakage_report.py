@@ -158,11 +158,12 @@ def _load(args: argparse.Namespace, model: str, device):
 def _plan(args: argparse.Namespace, pipe):
     """The benchmark's plan (every prompt × seed with --full, else the reduced set) and the prompt set's kind."""
     from attnscope.datasets.see import split
+    from attnscope.models.prompts import text_embedder
     from attnscope.runner import Plan, Reduction
     from attnscope.sampling import SamplerSettings
 
     kind = args.prompts or ("toy" if args.judge == "oracle" else "see")
-    rows = split(_prompts(kind, args.judge, args.erase), args.erase, encoder=(pipe.tokenizer, pipe.text_encoder))
+    rows = split(_prompts(kind, args.judge, args.erase), args.erase, embed=text_embedder(pipe))
     seeds = args.seeds or (FULL_SEEDS if args.full else REDUCED_SEEDS)
     steps = args.steps or (FULL_STEPS if args.full else REDUCED_STEPS)
     plan = Plan(tuple(rows), tuple(range(seeds)), SamplerSettings(steps=steps, guidance_scale=args.guidance),
@@ -211,6 +212,7 @@ def _generate(args: argparse.Namespace, started: float) -> int:
 
 def _existing(args: argparse.Namespace, started: float) -> int:
     from attnscope.datasets.see import split
+    from attnscope.models.prompts import text_embedder
     from attnscope.report import ReportInputs, StateInfo
     from attnscope.runner import State, judge_run_file, read_ledgers
     from attnscope.store import RunFile
@@ -235,7 +237,7 @@ def _existing(args: argparse.Namespace, started: float) -> int:
     pipe = _load(args, model, device)
     judge = _judge(args, pipe.device)
     rows = {r.prompt.prompt_id: r for r in split(_prompts(kind, args.judge, erased), erased,
-                                                  encoder=(pipe.tokenizer, pipe.text_encoder))}
+                                                  embed=text_embedder(pipe))}
     label = "+".join(erased)
     methods = [edits[p][-1].get("method", p.stem) for p in args.after]
     states = [State("base", "base")] + [

@@ -15,7 +15,7 @@ Typical use::
 
     prompts = build_see_prompts()                       # 5056 SeePrompt rows
     pairs = build_pair_prompts()                        # two-object leakage set
-    rows = split(prompts + pairs, "vehicle", encoder=(pipe.tokenizer, pipe.text_encoder))
+    rows = split(prompts + pairs, "vehicle", embed=text_embedder(pipe))   # attnscope.models.prompts
     export(rows, "out/see")                             # CSV (+ Parquet)
 
 Rows are frozen dataclasses; ``row.to_row()`` gives the flat dict written to
@@ -32,13 +32,14 @@ import re
 import string
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Mapping, Sequence
-
-import torch
+from typing import TYPE_CHECKING, Callable, Iterator, Mapping, Sequence
 
 from attnscope.datasets import coco
 from attnscope.datasets import toy_vocabulary as toy
 from attnscope.store.tables import write_table
+
+if TYPE_CHECKING:
+    import torch
 
 SLOTS: tuple[str, ...] = ("size", "colour", "material")
 """Attribute slots, in template order."""
@@ -391,7 +392,7 @@ class SplitRow:
       object differs from an erased concept; the smallest over erased concepts.
     - ``text_similarity``: cosine similarity of the pooled text embeddings of
       :attr:`SeePrompt.concept` and an erased concept's name; the largest over
-      erased concepts (NaN without an encoder).
+      erased concepts (NaN without ``embed``).
     """
 
     prompt: SeePrompt
@@ -417,15 +418,16 @@ def split(
     prompts: Sequence[SeePrompt],
     erased: str | Sequence[str],
     *,
-    encoder: tuple[object, torch.nn.Module] | None = None,
-    batch_size: int = 64,
+    embed: Callable[[Sequence[str]], torch.Tensor] | None = None,
 ) -> list[SplitRow]:
     """Label every prompt target / retain for the erased concept(s) and measure distances.
 
     ``erased``: one concept or several (erased together); a prompt is a target
-    if any covers it, and distances are to the nearest one. ``encoder`` is a
-    ``(tokenizer, text_encoder)`` pair, e.g. ``(pipe.tokenizer, pipe.text_encoder)``;
-    without it ``text_similarity`` is NaN. Returns one :class:`SplitRow` per
+    if any covers it, and distances are to the nearest one. ``embed`` maps texts
+    to L2-normalised embeddings ``(len(texts), hidden)``, e.g.
+    :func:`attnscope.models.prompts.text_embedder` of a pipeline; a prompt's
+    text similarity is the cosine of its concept phrase to the nearest erased
+    concept; without ``embed`` ``text_similarity`` is NaN. Returns one :class:`SplitRow` per
     prompt, in order.
     """
     names = [erased] if isinstance(erased, str) else list(erased)
@@ -434,9 +436,9 @@ def split(
     concepts = [parse_concept(name, prompts) for name in names]
 
     similarity: dict[str, float] = {}
-    if encoder is not None:
+    if embed is not None:
         phrases = sorted({p.concept for p in prompts})
-        emb = embed_texts(phrases + [c.name for c in concepts], encoder, batch_size=batch_size)
+        emb = embed(phrases + [c.name for c in concepts])
         sims = emb[: len(phrases)] @ emb[len(phrases):].T  # (n_phrases, n_concepts)
         similarity = dict(zip(phrases, sims.max(dim=1).values.tolist()))
 
@@ -457,35 +459,6 @@ def split(
             )
         )
     return rows
-
-
-# --------------------------------------------------------------------------- text embeddings
-
-
-@torch.no_grad()
-def embed_texts(
-    texts: Sequence[str], encoder: tuple[object, torch.nn.Module], *, batch_size: int = 64
-) -> torch.Tensor:
-    """Pooled text embeddings, L2-normalised: float32 (len(texts), hidden) on CPU.
-
-    The pooled embedding is the encoder's last hidden state at each text's
-    last real token (the EOS token for CLIP, i.e. CLIP's ``pooler_output``).
-    ``encoder`` is a ``(tokenizer, text_encoder)`` pair; texts are run in
-    batches of ``batch_size`` on the encoder's device.
-    """
-    tokenizer, text_encoder = encoder
-    device = next(text_encoder.parameters()).device
-    out = []
-    for start in range(0, len(texts), batch_size):
-        batch = tokenizer(list(texts[start : start + batch_size]), padding=True, truncation=True, return_tensors="pt")
-        mask = batch["attention_mask"].to(device)
-        hidden = text_encoder(input_ids=batch["input_ids"].to(device), attention_mask=mask).last_hidden_state
-        last = mask.sum(dim=1) - 1  # (B,) index of the last real token
-        pooled = hidden[torch.arange(hidden.shape[0], device=device), last]
-        out.append(torch.nn.functional.normalize(pooled.float(), dim=-1).cpu())
-    if not out:
-        raise ValueError("no texts to embed")
-    return torch.cat(out)
 
 
 # --------------------------------------------------------------------------- export

@@ -52,6 +52,7 @@ from attnscope.hooks.probabilities import store_tokens, token_probabilities, tok
 from attnscope.hooks.selection import Selection
 from attnscope.models.layers import CrossAttentionLayer, cross_attention_layers, select_layers
 from attnscope.models.identity import pipeline_fingerprint
+from attnscope.models.prompts import padded_ids, token_texts
 from attnscope.store.reader import RunFile
 from attnscope.store.schema import CaptureSchema, RunRecord, layout
 from attnscope.store.writer import BatchRows, RunWriter
@@ -287,7 +288,7 @@ class Capture:
         return bool(getattr(self.pipe, "do_classifier_free_guidance", False))
 
     def _token_texts(self, ids: torch.Tensor) -> list[list[str]]:
-        return [self.pipe.tokenizer.convert_ids_to_tokens(row.tolist()) for row in ids]
+        return [token_texts(self.pipe.tokenizer, row) for row in ids]
 
     def _begin(self, sample: torch.Tensor) -> _Batch:
         cfg = self._cfg()
@@ -304,9 +305,7 @@ class Capture:
         per_prompt = max(1, n_runs // prompt_ids.shape[0])
         prompt_ids = prompt_ids.repeat_interleave(per_prompt, dim=0)[:n_runs]
         if negative_ids is None:
-            empty = self.pipe.tokenizer([""] * n_runs, padding="max_length", truncation=True,
-                                        max_length=prompt_ids.shape[1], return_tensors="pt")
-            negative_ids = empty.input_ids
+            negative_ids = padded_ids(self.pipe.tokenizer, [""] * n_runs, prompt_ids.shape[1])
         else:
             negative_ids = negative_ids.repeat_interleave(per_prompt, dim=0)[:n_runs]
 

@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 
 from attnscope.hooks.sdpa import SDPACall
-from attnscope.models.prompts import text_streams
+from attnscope.models.prompts import text_streams, token_ids
 
 
 @dataclass
@@ -55,7 +55,7 @@ def encode_concepts(pipe, concepts: Sequence[str]) -> ConceptSet:
     device = next(encoder.parameters()).device
     rows, groups = [], []
     for name in concepts:
-        ids = tokenizer(name, return_tensors="pt").input_ids
+        ids = torch.tensor([token_ids(tokenizer, name)])
         ids = ids[:, ids[0] != tokenizer.eos_token_id]
         if ids.shape[1] == 0:
             raise ValueError(f"concept {name!r} has no tokens")

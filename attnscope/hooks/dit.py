@@ -47,7 +47,7 @@ from attnscope.hooks.concepts import ConceptSet, ConceptStream, encode_concepts
 from attnscope.hooks.sdpa import SDPACall, SDPAObserver, selected_probabilities
 from attnscope.hooks.selection import Selection
 from attnscope.models.layers import TransformerLayer, select_layers, transformer_attention_layers
-from attnscope.models.prompts import TextStream, text_streams
+from attnscope.models.prompts import TextStream, padded_ids, text_streams, token_texts
 from attnscope.store.schema import CaptureSchema
 from attnscope.store.tokens import align_words, clean, concept_label
 from attnscope.store.writer import BatchRows
@@ -199,9 +199,7 @@ class TransformerCapture(Capture):
         if cfg and len(calls) > 1:
             negative = calls[1].repeat_interleave(per_prompt, dim=0)[:n_runs]
         else:
-            tokenizer = getattr(self.pipe, stream.tokenizer)
-            negative = tokenizer([""] * n_runs, padding="max_length", truncation=True,
-                                 max_length=prompt.shape[1], return_tensors="pt").input_ids
+            negative = padded_ids(getattr(self.pipe, stream.tokenizer), [""] * n_runs, prompt.shape[1])
         return prompt, negative
 
     def _tokens(self, ids: list[torch.Tensor], streams: list[TextStream]) -> list[Token]:
@@ -213,7 +211,7 @@ class TransformerCapture(Capture):
             row, eos = row.tolist(), tokenizer.eos_token_id
             if eos not in row:  # Gemma (Sana) adds no EOS: the prompt ends at the first padding token
                 eos = tokenizer.pad_token_id
-            texts = tokenizer.convert_ids_to_tokens(row)
+            texts = token_texts(tokenizer, row)
             stream_words = _spell(Selection(tokens="prompt").resolve_tokens(row, texts, eos))
             if words is None:
                 words, remap = stream_words, list(range(len(stream_words)))

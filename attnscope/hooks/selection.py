@@ -8,6 +8,7 @@ from typing import Sequence
 import torch
 
 from attnscope.errors import UsageError
+from attnscope.models.prompts import padded_ids, token_texts
 from attnscope.store.tokens import clean, group_words, is_special
 
 StepSelection = None | int | slice | Sequence[int]
@@ -100,9 +101,9 @@ class Selection:
                 raise UsageError(f"{option} {named}: positions {late} are outside 0..{length - 1}")
             return
         words_of, names_of = {}, {}
-        for prompt in prompts:
-            ids = tokenizer(prompt, padding="max_length", max_length=length, truncation=True).input_ids
-            texts = tokenizer.convert_ids_to_tokens(ids)
+        for prompt, row in zip(prompts, padded_ids(tokenizer, prompts, length)):
+            ids = row.tolist()
+            texts = token_texts(tokenizer, ids)
             end = _end_position(ids, texts, eos)
             words_of[prompt] = group_words(texts[: end + 1])[1]
             names_of[prompt] = set(words_of[prompt]) | {clean(t) for t in texts[: end + 1]}

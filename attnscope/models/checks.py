@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Sequence
 
 from attnscope.errors import UsageError
+from attnscope.models.prompts import token_ids
 
 
 def size_factor(pipe) -> int:
@@ -29,7 +30,7 @@ def check_image_size(pipe, height: int | None, width: int | None) -> None:
 
 def token_count(tokenizer, text: str) -> int:
     """Tokens of ``text`` with the start and end tokens, without truncation."""
-    return len(tokenizer(text, truncation=False, add_special_tokens=True).input_ids)
+    return len(token_ids(tokenizer, text))
 
 
 def check_prompt_length(pipe, prompts: Sequence[str], option: str = "--prompt") -> None:
@@ -56,8 +57,8 @@ def check_vocabulary(pipe, texts: Sequence[str], option: str, *, allow_empty: bo
             raise UsageError(f"{option} {text!r} is empty: name a concept, e.g. {option} bench")
         if unk is None:
             continue
-        ids = tokenizer(text, add_special_tokens=False).input_ids
-        unknown = [word for word in text.split() if unk in tokenizer(word, add_special_tokens=False).input_ids]
+        ids = token_ids(tokenizer, text, special=False)
+        unknown = [word for word in text.split() if unk in token_ids(tokenizer, word, special=False)]
         if unk in ids:
             raise UsageError(
                 f"{option} {text!r}: {', '.join(map(repr, unknown)) or 'a word'} not in the model's vocabulary "

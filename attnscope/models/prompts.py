@@ -1,12 +1,19 @@
 """Prompt tokens and text embeddings of a pipeline: the one place prompts are tokenised and encoded.
 
+* :func:`token_ids`, :func:`padded_ids`, :func:`token_texts` — a tokenizer's
+  ids of a text (unpadded), of texts padded to the encoder's length, and the
+  token strings of ids;
 * :func:`tokenize` — a prompt's token ids as the pipeline pads them, with
   token strings and word labels (:class:`Tokens`);
 * :func:`encode` — the text encoder's output for token ids (one-encoder pipelines);
 * :func:`encode_prompts` — prompts encoded exactly as the pipeline conditions
   on them (SDXL's two encoders concatenated; PixArt's T5 with its padding
   mask), with each prompt's last word token (:class:`EncodedPrompt`);
+* :func:`embed_texts`, :func:`text_embedder` — pooled, L2-normalised text
+  embeddings (the distance of a prompt's concept to an erased one);
 * :func:`text_streams` — which tokenizers and text encoders fill the text keys.
+
+Every call of a tokenizer on text in the package is here (tests/test_import_graph.py checks it).
 
 The denoiser attends to the text encoders' outputs in *streams*: a UNet or
 PixArt/Sana has one (``"text"``); SD3 has CLIP (77 positions; CLIP-L and
@@ -17,7 +24,7 @@ has T5 only (its CLIP gives the pooled vector).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 
@@ -46,13 +53,32 @@ class Tokens:
         return [p for p, w in enumerate(self.word_of) if w >= 0 and self.words[w] == word]
 
 
+def token_ids(tokenizer, text: str, *, special: bool = True, truncate: bool = False) -> list[int]:
+    """Ids of ``text``, unpadded: with the start and end tokens unless ``special`` is false; cut to the
+    tokenizer's ``model_max_length`` only with ``truncate``."""
+    return tokenizer(text, truncation=truncate, add_special_tokens=special).input_ids
+
+
+def padded_ids(tokenizer, texts: Sequence[str], length: int | None = None) -> torch.Tensor:
+    """Ids ``(len(texts), length)`` of ``texts`` padded and truncated to ``length`` (default the
+    tokenizer's ``model_max_length``), as a pipeline pads its prompts; ``[""] * n`` gives the ids of
+    the empty negative prompt."""
+    length = tokenizer.model_max_length if length is None else length
+    return tokenizer(list(texts), padding="max_length", max_length=length, truncation=True,
+                     return_tensors="pt").input_ids
+
+
+def token_texts(tokenizer, ids: Sequence[int] | torch.Tensor) -> list[str]:
+    """The token strings of one row of ids ``(L,)``."""
+    return tokenizer.convert_ids_to_tokens(ids.tolist() if isinstance(ids, torch.Tensor) else list(ids))
+
+
 def tokenize(pipe, prompt: str) -> Tokens:
     """Token ids of ``prompt`` padded to ``pipe.tokenizer.model_max_length``, with word labels."""
     tokenizer = pipe.tokenizer
-    ids = tokenizer(prompt, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
-                    return_tensors="pt").input_ids
-    n_real = len(tokenizer(prompt, truncation=True).input_ids)  # start, words, end
-    texts = tokenizer.convert_ids_to_tokens(ids[0, :n_real].tolist())
+    ids = padded_ids(tokenizer, [prompt])
+    n_real = len(token_ids(tokenizer, prompt, truncate=True))  # start, words, end
+    texts = token_texts(tokenizer, ids[0, :n_real])
     word_of, words = group_words(texts)
     return Tokens(ids, tuple(texts), tuple(word_of), tuple(words))
 
@@ -127,6 +153,39 @@ def encode_prompts(pipe, prompts: Sequence[str]) -> list[EncodedPrompt]:
         EncodedPrompt(p, e.float(), last_word_index(ids.tolist(), tokenizer))
         for p, e, ids in zip(prompts, embeddings, tokens.input_ids)
     ]
+
+
+@torch.no_grad()
+def embed_texts(
+    texts: Sequence[str], encoder: tuple[object, torch.nn.Module], *, batch_size: int = 64
+) -> torch.Tensor:
+    """Pooled text embeddings, L2-normalised: float32 (len(texts), hidden) on CPU.
+
+    The pooled embedding is the encoder's last hidden state at each text's
+    last real token (the EOS token for CLIP, i.e. CLIP's ``pooler_output``).
+    ``encoder`` is a ``(tokenizer, text_encoder)`` pair; texts are run in
+    batches of ``batch_size`` on the encoder's device.
+    """
+    tokenizer, text_encoder = encoder
+    device = next(text_encoder.parameters()).device
+    out = []
+    for start in range(0, len(texts), batch_size):
+        batch = tokenizer(list(texts[start : start + batch_size]), padding=True, truncation=True, return_tensors="pt")
+        mask = batch["attention_mask"].to(device)
+        hidden = text_encoder(input_ids=batch["input_ids"].to(device), attention_mask=mask).last_hidden_state
+        last = mask.sum(dim=1) - 1  # (B,) index of the last real token
+        pooled = hidden[torch.arange(hidden.shape[0], device=device), last]
+        out.append(torch.nn.functional.normalize(pooled.float(), dim=-1).cpu())
+    if not out:
+        raise ValueError("no texts to embed")
+    return torch.cat(out)
+
+
+def text_embedder(pipe, *, batch_size: int = 64) -> Callable[[Sequence[str]], torch.Tensor]:
+    """:func:`embed_texts` with ``pipe``'s tokenizer and text encoder: texts → (len(texts), hidden), e.g. the
+    ``embed`` of :func:`attnscope.datasets.see.split`."""
+    encoder = (pipe.tokenizer, pipe.text_encoder)
+    return lambda texts: embed_texts(texts, encoder, batch_size=batch_size)
 
 
 @dataclass(frozen=True)

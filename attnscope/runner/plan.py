@@ -3,7 +3,7 @@
 ::
 
     prompts = build_toy_prompts() + build_pair_prompts(toy_recipe())
-    rows = split(prompts, "bench", encoder=(pipe.tokenizer, pipe.text_encoder))
+    rows = split(prompts, "bench", embed=text_embedder(pipe))   # attnscope.models.prompts
     plan = Plan(tuple(rows), seeds=(0, 1, 2, 3), settings=SamplerSettings(steps=50), erased=("bench",))
     small = plan.reduced(Reduction())      # a stratified, seeded sample of the prompts
     small.jobs()                           # one Job per prompt × seed, prompt-major
