@@ -5,6 +5,7 @@ functions: an import deferred for start-up speed still counts as an edge."""
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -136,3 +137,71 @@ def test_benchmarks_and_tests_do_not_import_commands():
         )
     )
     assert importers == []
+
+
+# --------------------------------------------------------------------------- one home per concept
+
+
+def calls(path: Path) -> list[tuple[str, str]]:
+    """``(callee, receiver)`` of every call of the file: ``tokenizer(x)`` → ``("tokenizer", "")``,
+    ``self.pipe.tokenizer(x)`` → ``("tokenizer", "self.pipe")``, ``unet.named_modules()`` →
+    ``("named_modules", "unet")``."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Call):
+            if isinstance(node.func, ast.Name):
+                found.append((node.func.id, ""))
+            elif isinstance(node.func, ast.Attribute):
+                found.append((node.func.attr, ast.unparse(node.func.value)))
+    return found
+
+
+def callers(is_wanted) -> set[str]:
+    """Package files (relative to ``attnscope/``) with a call that ``is_wanted(callee, receiver)``."""
+    return {
+        str(path.relative_to(PACKAGE))
+        for path in package_modules().values()
+        if any(is_wanted(callee, receiver) for callee, receiver in calls(path))
+    }
+
+
+def is_tokenizer_call(callee: str, receiver: str) -> bool:
+    """A tokenizer applied to text: ``tokenizer(...)``, ``pipe.tokenizer_2(...)``, ``self._tokenizer(...)``."""
+    return re.fullmatch(r"_?tokenizer(_\d+)?", callee) is not None
+
+
+# Besides models/prompts.py, only code that builds or trains a model of its own, or a judge reading its
+# own answers, calls a tokenizer:
+TOKENIZER_CALLERS = {
+    "models/prompts.py",  # the one home of prompt tokens and text embeddings
+    "models/toy/pipeline.py",  # the toy pipeline's own encode_prompt (a diffusers pipeline's method)
+    "models/toy/train.py",  # training batches of captions
+    "models/toy/pretrain_text.py",  # pre-training the toy text encoder
+    "judges/vqa.py",  # the VQA judge's yes/no answer tokens, in its own vocabulary (judges precede models)
+}
+
+
+def test_only_models_prompts_tokenises_prompts():
+    assert callers(is_tokenizer_call) <= TOKENIZER_CALLERS
+
+
+def test_layer_discovery_is_only_in_models_layers():
+    """Walking a model's modules to find its (cross-)attention layers happens in one place."""
+    walkers = callers(lambda callee, receiver: callee in ("named_modules", "modules"))
+    # erasure/loaders.py maps adapter key names to module paths (every module with a weight, not attention)
+    assert walkers <= {"models/layers.py", "erasure/loaders.py"}
+
+
+def test_tables_are_written_only_by_store_tables():
+    writers = callers(lambda callee, receiver: callee in ("to_csv", "to_parquet", "DictWriter")
+                      or (callee, receiver) in {("writer", "csv"), ("write_table", "pq")})
+    assert writers == {"store/tables.py"}
+
+
+def test_the_call_checks_see_a_tokenizer_and_a_table_writer(tmp_path):
+    example = tmp_path / "example.py"
+    example.write_text("ids = self.pipe.tokenizer(prompt).input_ids\nframe.to_csv(path)\nbuild_tokenizer()\n"
+                       "pipe.tokenizer_2(prompt)\n")
+    found = calls(example)
+    assert {c for c in found if is_tokenizer_call(*c)} == {("tokenizer", "self.pipe"), ("tokenizer_2", "pipe")}
+    assert ("to_csv", "frame") in found
