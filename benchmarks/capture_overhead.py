@@ -45,7 +45,8 @@ import torch
 from attnscope import capture
 from attnscope.models.layers import cross_attention_layers
 from attnscope.models.sd14 import random_sd14_pipeline
-from attnscope.store import compression
+from attnscope.runner.timing import timed
+from attnscope.store import RunFile, compression
 
 # The random model's tokenizer knows only a few whole words (others split into bytes); this prompt
 # has 17 tokens with start and end, about what SD's CLIP tokenizer makes of a typical prompt.
@@ -110,19 +111,6 @@ def run_daam(pipe, kwargs: dict, calls: int) -> dict:
     return {}
 
 
-def timed(fn: Callable[[], dict], device: torch.device) -> tuple[float, dict, int]:
-    """Seconds, the arm's info and the peak GPU memory of one measurement."""
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-    start = time.perf_counter()
-    info = fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    peak = torch.cuda.max_memory_allocated() if device.type == "cuda" else 0
-    return time.perf_counter() - start, info, peak
-
-
 def interleaved(arms: dict[str, Callable[[int], dict]], repeats: int, calls: int, device: torch.device,
                 deadline: float = float("inf"), warm_ups: int = 1) -> dict:
     """Per arm: seconds per call of each repeat, peak memory, drains; ``warm_ups`` rounds first (the first
@@ -133,17 +121,17 @@ def interleaved(arms: dict[str, Callable[[int], dict]], repeats: int, calls: int
     results = {arm: {"times": [], "peaks": [], "drains": []} for arm in arms}
     for _ in range(warm_ups):
         for arm, fn in arms.items():
-            seconds = timed(lambda: fn(-1), device)[0] / calls
+            seconds = timed(lambda: fn(-1), device).seconds / calls
             results[arm].setdefault("warm_up", seconds)
     names = list(arms)
     for index in range(repeats):
         began = time.perf_counter()
         for arm in names if index % 2 == 0 else names[::-1]:
-            seconds, info, peak = timed(lambda: arms[arm](index), device)
-            results[arm]["times"].append(seconds / calls)
-            results[arm]["peaks"].append(peak)
-            if "drain" in info:
-                results[arm]["drains"].append(info["drain"])
+            measured = timed(lambda: arms[arm](index), device)
+            results[arm]["times"].append(measured.seconds / calls)
+            results[arm]["peaks"].append(measured.peak_bytes)
+            if "drain" in measured.result:
+                results[arm]["drains"].append(measured.result["drain"])
         if time.perf_counter() + (time.perf_counter() - began) > deadline:
             break
     return results
@@ -186,9 +174,9 @@ def storage_table(pipe, kwargs: dict, batch: int, folder: Path) -> list[str]:
             pipe(**kwargs)
             returned = time.perf_counter()
         drain = time.perf_counter() - returned
-        with h5py.File(path, "r") as f:
-            sizes[mode] = (f["maps"].id.get_storage_size() / batch, path.stat().st_size / batch,
-                           f["maps"].attrs["codec"], drain)
+        with RunFile(path) as runs:
+            stored = runs.storage()
+        sizes[mode] = (stored.maps_bytes / batch, stored.file_bytes / batch, stored.codec, drain)
         path.unlink()
     for mode, (maps, file, codec, drain) in sizes.items():
         lines.append(f"| {mode} | {codec} | {maps / 1e6:.2f} | {file / 1e6:.2f} | {maps / sizes['raw'][0]:.3f} "
@@ -241,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
                 "plain": lambda i, k=kwargs: run_plain(pipe, k, args.calls),
                 "capture": lambda i, k=kwargs, b=batch: run_capture(pipe, k, args.calls, folder / f"b{b}-{i}.h5"),
             }
-            per_arm = (args.repeats + 1) * args.calls * timed(lambda: run_plain(pipe, kwargs, 1), device)[0] * 1.15
+            per_arm = (args.repeats + 1) * args.calls * timed(lambda: run_plain(pipe, kwargs, 1), device).seconds * 1.15
             if not args.no_daam and left() - reserve > 4 * per_arm:
                 arms["daam-style"] = lambda i, k=kwargs: run_daam(pipe, k, args.calls)
             title = f"Batch {batch}, eager UNet"

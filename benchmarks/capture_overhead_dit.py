@@ -34,7 +34,6 @@ import platform
 import re
 import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import diffusers
@@ -42,6 +41,7 @@ import numpy as np
 import torch
 
 from attnscope import capture
+from attnscope.runner.timing import timed
 
 # 17 CLIP tokens with start and end (the tiny tokenizers split unknown words into letters)
 PROMPT = "a red car and a blue bench and a bird and the cat and a dog"
@@ -85,18 +85,6 @@ def run_capture(pipe, kwargs, path: Path) -> dict:
     return {"latents": latents, "bytes": size, "lse": sorted(cap.lse_sources)}
 
 
-def timed(fn, device: torch.device) -> tuple[float, dict, int]:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-    start = time.perf_counter()
-    info = fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    peak = torch.cuda.max_memory_allocated() if device.type == "cuda" else 0
-    return time.perf_counter() - start, info, peak
-
-
 def benchmark(pipe, model: str, device, batch: int, steps: int, size: int, repeats: int, folder: Path,
               smoke: bool) -> dict:
     kwargs = lambda: pipeline_call(model, batch, steps, size, smoke)  # noqa: E731
@@ -112,11 +100,12 @@ def benchmark(pipe, model: str, device, batch: int, steps: int, size: int, repea
     repeatable = None
     for index in range(repeats):
         for mode, fn in modes.items():
-            seconds, info, peak = timed(lambda: fn(index), device)
+            measured = timed(lambda: fn(index), device)
+            info = measured.result
             if mode == "plain" and repeatable is None:  # the control: plain against plain
                 repeatable = same(latents["plain"], info["latents"])
-            results[mode]["times"].append(seconds)
-            results[mode]["peak"] = max(results[mode]["peak"], peak)
+            results[mode]["times"].append(measured.seconds)
+            results[mode]["peak"] = max(results[mode]["peak"], measured.peak_bytes)
             results[mode]["bytes"] = info.get("bytes", 0)
             results[mode]["lse"] = info.get("lse", [])
     ratios = [c / p for c, p in zip(results["attnscope"]["times"], results["plain"]["times"])]

@@ -22,6 +22,7 @@ start and end, what SD's CLIP tokenizer makes of these common words.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import platform
 import statistics
 import tempfile
@@ -30,7 +31,6 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 import diffusers
-import h5py
 import torch
 from tokenizers import Tokenizer, normalizers, pre_tokenizers, processors
 from tokenizers.models import WordLevel
@@ -40,7 +40,8 @@ from attnscope.datasets.see import build_see_prompts
 from attnscope.hooks import capture
 from attnscope.models.sd14 import random_sd14_pipeline
 from attnscope.sampling import Job, SamplerSettings, batches, sample_batch
-from attnscope.store import compression
+from attnscope.runner.timing import timed
+from attnscope.store import RunFile, compression
 
 PROTOCOL_IMAGES = 5056 * 4  # SEE: every prompt × 4 seeds, per model state
 GPU_COUNTS = (1, 2, 8)
@@ -67,17 +68,6 @@ def see_slice(n: int) -> list[Job]:
     return [Job(p.prompt, 0, extra={"prompt_id": p.prompt_id}) for p in prompts[::stride][:n]]
 
 
-def timed(device: torch.device, work: Callable[[], dict]) -> tuple[float, dict]:
-    """Seconds ``work()`` takes (the GPU synchronised before and after) and what it returned."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    started = time.perf_counter()
-    info = work()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return time.perf_counter() - started, info
-
-
 def plain_pass(pipe, chosen: list[list[Job]], settings: SamplerSettings) -> dict:
     for batch in chosen:
         sample_batch(pipe, batch, settings)
@@ -89,10 +79,8 @@ def capture_pass(pipe, chosen: list[list[Job]], settings: SamplerSettings, sink:
     with capture(pipe, sink=sink, storage=storage) as cap:
         for batch in chosen:
             sample_batch(pipe, batch, settings, cap)
-    with h5py.File(sink, "r") as f:
-        info = {"maps_bytes": f["maps"].id.get_storage_size(), "file_bytes": sink.stat().st_size,
-                "codec": str(f["maps"].attrs["codec"]), "token_rows": f["maps"].shape[0],
-                "runs": f["runs/complete"].shape[0]}
+    with RunFile(sink) as runs:
+        info = dataclasses.asdict(runs.storage())
     sink.unlink()
     return info
 
@@ -109,9 +97,9 @@ def measure(pipe, jobs: list[Job], settings: SamplerSettings, args, folder: Path
     results = {mode: {"seconds": []} for mode in modes}
     for _ in range(args.repeats):
         for mode, run in modes.items():
-            seconds, info = timed(device, lambda: run(chosen))
-            results[mode]["seconds"].append(seconds)
-            results[mode].update(info)
+            measured = timed(lambda: run(chosen), device)
+            results[mode]["seconds"].append(measured.seconds)
+            results[mode].update(measured.result)
     return results
 
 

@@ -152,10 +152,9 @@ def size_table(args, folder: Path) -> tuple[list[str], dict]:
         path = folder / f"size-{mode}.h5"
         batch = 1 if args.maps_from else 8  # the runs of a captured file differ in token count
         seconds = write(path, schema, runs, mode, batch, records)
-        with h5py.File(path, "r") as f:
-            stored = f["maps"].id.get_storage_size()
-            codec = f["maps"].attrs["codec"]
         with RunFile(path) as back:
+            kept = back.storage()
+            stored, codec = kept.maps_bytes, kept.codec
             error = max(float(np.abs(compression.read(back.file["maps"], back.rows(i)).astype(np.float32)
                                      - runs[i].astype(np.float32)).max()) for i in range(len(runs)))
         sizes[mode] = stored / len(runs)

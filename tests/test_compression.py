@@ -194,3 +194,15 @@ def test_lossless_files_of_format_2_still_open_and_resume(tmp_path, sd, files, o
         generate(sd, JOBS[:1], SETTINGS, progress=False, cap=cap)
     with RunFile(path) as runs, RunFile(files["lossless"]) as v3:
         assert len(runs) == 3 and np.array_equal(runs.maps(2, MID), v3.maps(0, MID))
+
+
+def test_storage_says_what_each_mode_takes_on_disk(files):
+    stored = {}
+    for mode, path in files.items():
+        with RunFile(path) as runs:
+            stored[mode] = runs.storage()
+            assert stored[mode].codec == runs.file["maps"].attrs["codec"]
+            assert stored[mode].token_rows == runs.file["maps"].shape[0]
+        assert stored[mode].runs == len(JOBS)
+        assert 0 < stored[mode].maps_bytes < stored[mode].file_bytes == path.stat().st_size
+    assert stored["lossless"].maps_bytes < stored["raw"].maps_bytes

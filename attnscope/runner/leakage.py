@@ -25,7 +25,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import torch
 
@@ -36,6 +36,7 @@ from attnscope.runner.plan import Plan, job_key
 from attnscope.runner.records import read_ledgers, record_key
 from attnscope.runner.run import run_state
 from attnscope.runner.states import BASE, edited_states, state_name
+from attnscope.runner.timing import timed
 from attnscope.sampling import SamplerSettings, batches, sample_batch
 
 Timing = dict[str, Any]
@@ -102,17 +103,6 @@ def run_timed_state(pipe, judge: Judge, method: str, plan: Plan, work: Path, *, 
 # --------------------------------------------------------------------------- phase 2: throughput
 
 
-def timed(device: torch.device, work: Callable[[], object]) -> float:
-    """Seconds ``work()`` takes, the GPU synchronised before and after."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    started = time.perf_counter()
-    work()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return time.perf_counter() - started
-
-
 def _sample_captured(pipe, chosen: list[list], settings: SamplerSettings, sink: Path) -> None:
     """The batches in one capture context, as the runner samples a state; returns once the writer has drained."""
     with capture(pipe, sink=sink) as cap:
@@ -138,9 +128,9 @@ def measure_throughput(pipe, plan: Plan, work: Path, n_batches: int, *, batch_si
     passes = []
     for kind in PASSES:
         if kind == "with":
-            seconds = timed(pipe.device, lambda: _sample_captured(pipe, chosen, plan.settings, scratch))
+            seconds = timed(lambda: _sample_captured(pipe, chosen, plan.settings, scratch), pipe.device).seconds
         else:
-            seconds = timed(pipe.device, lambda: _sample_plain(pipe, chosen, plan.settings))
+            seconds = timed(lambda: _sample_plain(pipe, chosen, plan.settings), pipe.device).seconds
         passes.append({"capture": kind == "with", "seconds": round(seconds, 3)})
     images = sum(len(batch) for batch in chosen)
     with_s = sum(p["seconds"] for p in passes if p["capture"])

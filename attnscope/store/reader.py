@@ -32,6 +32,19 @@ from attnscope.store.tokens import CONCEPT_PREFIX, clean, concept_label
 
 
 @dataclass(frozen=True)
+class Storage:
+    """What a run file takes on disk: ``maps_bytes`` (the ``/maps`` dataset as stored, compressed),
+    ``file_bytes`` (the whole file: images, labels and metadata included), the maps' ``codec``,
+    ``token_rows`` (rows of ``/maps``) and ``runs``."""
+
+    maps_bytes: int
+    file_bytes: int
+    codec: str
+    token_rows: int
+    runs: int
+
+
+@dataclass(frozen=True)
 class Token:
     """A stored token row: its position in the prompt, text and word index (-1: special)."""
 
@@ -128,6 +141,12 @@ class RunFile:
 
     def __len__(self) -> int:
         return int(self.file["runs/complete"].shape[0])
+
+    def storage(self) -> Storage:
+        """Bytes on disk of the maps and of the whole file (:class:`Storage`)."""
+        maps = self.file["maps"]
+        return Storage(int(maps.id.get_storage_size()), os.path.getsize(self.file.filename),
+                       str(maps.attrs.get("codec", "?")), int(maps.shape[0]), len(self))
 
     @property
     def complete(self) -> np.ndarray:
