@@ -31,7 +31,6 @@ measurement) and its ratio to plain. A section that would end past
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
 import tempfile
 import time
@@ -45,7 +44,7 @@ import torch
 from attnscope import capture
 from attnscope.models.layers import cross_attention_layers
 from attnscope.models.sd14 import random_sd14_pipeline
-from attnscope.runner.timing import timed
+from attnscope.runner.timing import device_name, timed
 from attnscope.store import RunFile, compression
 
 # The random model's tokenizer knows only a few whole words (others split into bytes); this prompt
@@ -200,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     size, steps, big = (64, 3, 2) if args.smoke else (512, 50, 8)
     backend = "eager" if args.smoke else "inductor"  # the CPU smoke run checks the code path, not the compiler
     pipe = random_sd14_pipeline(device, dtype, smoke=args.smoke)
-    name = torch.cuda.get_device_name() if device.type == "cuda" else platform.processor() or "CPU"
+    name = device_name(device)
     sheet = [
         "# Capture overhead", "",
         f"SD 1.4 architecture, random weights, {str(dtype).removeprefix('torch.')}, {size}×{size}, {steps} PNDM "

@@ -30,7 +30,6 @@ Each ``--model`` run replaces its own section of ``--out`` and keeps the other's
 from __future__ import annotations
 
 import argparse
-import platform
 import re
 import statistics
 import tempfile
@@ -41,7 +40,7 @@ import numpy as np
 import torch
 
 from attnscope import capture
-from attnscope.runner.timing import timed
+from attnscope.runner.timing import device_name, timed
 
 # 17 CLIP tokens with start and end (the tiny tokenizers split unknown words into letters)
 PROMPT = "a red car and a blue bench and a bird and the cat and a dog"
@@ -118,7 +117,7 @@ def same(a: torch.Tensor, b: torch.Tensor) -> bool:
 
 
 def section(model: str, results: dict, pipe, device, dtype, steps: int, size: int, repeats: int, note: str) -> str:
-    name = torch.cuda.get_device_name() if device.type == "cuda" else platform.processor() or "CPU"
+    name = device_name(device)
     config = pipe.transformer.config
     if model == "flux":
         shape = f"{config.num_layers} double + {config.num_single_layers} single blocks"

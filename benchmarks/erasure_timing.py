@@ -15,9 +15,7 @@ RECE's paper reports ~3.4 s for 5 epochs; attnscope aims far under a second for 
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
-import time
 from pathlib import Path
 from typing import Callable
 
@@ -26,24 +24,15 @@ import torch
 
 from attnscope.erasure import erase_rece, erase_uce
 from attnscope.models.sd14 import random_sd14_pipeline
+from attnscope.runner.timing import device_name, timed
 
 SMOKE_IMAGE, SMOKE_STEPS = 64, 5  # --smoke: tiny widths (attnscope.models.sd14.SMOKE), few steps
 
 
 def median_seconds(fn: Callable[[], object], device: torch.device, repeats: int) -> tuple[float, float]:
     """(median, min) wall time of ``fn`` over ``repeats`` runs after one warm-up, device-synchronised."""
-    def sync():
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-
     fn()
-    sync()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        sync()
-        times.append(time.perf_counter() - start)
+    times = [timed(fn, device).seconds for _ in range(repeats)]
     return statistics.median(times), min(times)
 
 
@@ -81,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
 
     finite = all(torch.isfinite(t).all() for t in erase_rece(pipe, concepts, epochs=3).tensors.values())
     matrices = len(uce.tensors)
-    gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "CPU"
+    gpu = device_name(device)
     lines = [
         f"# Erasure timing{' (smoke: tiny sizes)' if args.smoke else ''}",
         "",

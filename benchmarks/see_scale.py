@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import platform
 import statistics
 import tempfile
 import time
@@ -39,8 +38,8 @@ from transformers import PreTrainedTokenizerFast
 from attnscope.datasets.see import build_see_prompts
 from attnscope.hooks import capture
 from attnscope.models.sd14 import random_sd14_pipeline
+from attnscope.runner.timing import device_name, timed
 from attnscope.sampling import Job, SamplerSettings, batches, sample_batch
-from attnscope.runner.timing import timed
 from attnscope.store import RunFile, compression
 
 PROTOCOL_IMAGES = 5056 * 4  # SEE: every prompt × 4 seeds, per model state
@@ -114,7 +113,7 @@ def projection(images_per_second: float, bytes_per_image: float | None) -> list[
 
 def report(results: dict, jobs: list[Job], settings: SamplerSettings, args, device: torch.device,
            seconds_total: float) -> str:
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "CPU"
+    name = device_name(device)
     plugin = "missing (gzip fallback)" if compression.hdf5plugin is None else compression.hdf5plugin.version
     n = len(jobs)
     plain = results["plain"]["seconds"]

@@ -45,9 +45,9 @@ from attnscope.datasets.see import split
 from attnscope.models.loading import load_toy_and_oracle
 from attnscope.models.prompts import text_embedder
 from attnscope.models.toy.pipeline import DEFAULT_GUIDANCE_SCALE
-from attnscope.report.benchmark import BenchmarkSettings, write_benchmark_report
+from attnscope.report.benchmark import BenchmarkSettings, phased_benchmark
 from attnscope.runner import Plan, Reduction, benchmark_prompts
-from attnscope.runner.leakage import device_name, leakage_benchmark
+from attnscope.runner.leakage import IncompleteStates
 from attnscope.sampling import SamplerSettings
 
 STATES = ("base", "uce", "rece")  # the base model and the erasure methods, in report order
@@ -113,22 +113,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     plan = make_plan(pipe, args)
     print(f"{len(plan.rows)} prompts x {len(plan.seeds)} seeds = {len(plan.jobs())} images per state, "
           f"{args.steps} steps, batch {args.batch_size}, on {pipe.device}", flush=True)
-    found = leakage_benchmark(pipe, oracle, plan, args.work, states=args.state, throughput=args.throughput,
-                              report=(args.state or list(STATES)) if args.report else None, epochs=args.epochs,
-                              batch_size=args.batch_size)
-    if found is None:
-        return 0
-    if found.problems:
-        print("cannot write the report, states incomplete (run their --state phase again, it resumes):\n  "
-              + "\n  ".join(found.problems), file=sys.stderr)
-        return 1
-    timings = [t for t in found.timings.values() if t]
     settings = BenchmarkSettings(
-        model="toy", judge=oracle.name,
-        device=timings[0]["device"] if timings else device_name(pipe.device), steps=args.steps,
-        guidance=DEFAULT_GUIDANCE_SCALE, batch_size=args.batch_size, epochs=args.epochs,
-        notes=[SMOKE_NOTE] if args.smoke else [], extra={"benchmark": "benchmarks/see_toy.py"})
-    summary, html = write_benchmark_report(plan, found, settings)
+        model="toy", judge=oracle.name, device=None, steps=args.steps, guidance=DEFAULT_GUIDANCE_SCALE,
+        batch_size=args.batch_size, epochs=args.epochs, notes=[SMOKE_NOTE] if args.smoke else [],
+        extra={"benchmark": "benchmarks/see_toy.py"})
+    report = (args.state or list(STATES)) if args.report else None
+    try:
+        written = phased_benchmark(pipe, oracle, plan, args.work, settings, states=args.state,
+                                   throughput=args.throughput, report=report)
+    except IncompleteStates as error:
+        print(f"cannot write the report, {error}", file=sys.stderr)
+        return 1
+    if written is None:
+        return 0
+    summary, html = written
     args.out.parent.mkdir(parents=True, exist_ok=True)
     shutil.copy(summary, args.out)
     shutil.copy(html, args.out.with_suffix(".html"))  # self-contained: figures are inlined

@@ -8,11 +8,15 @@ a second with one line naming the option, not after the model has loaded.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import os
 from pathlib import Path
+from typing import TypeVar
 
 from attnscope.errors import FileRefused
+
+T = TypeVar("T")
 
 DTYPES = ("bfloat16", "float16", "float32")  # names of torch dtypes: torch is imported when a model loads
 MAX_SEED = 2**63 - 1  # seeds are stored as int64; -1 there means "unknown"
@@ -103,6 +107,11 @@ def refuse_overwrite(path: Path, option: str, *, overwrite: bool, kind: str, is_
     if not overwrite:
         raise FileRefused(f"{option} {path} exists: pass --overwrite to replace it, or choose another {option}")
 STORAGE_MODES = ("lossless", "quantised", "raw")  # attnscope.store.compression.MODES, without importing h5py
+
+
+def options_from(args: argparse.Namespace, kind: type[T]) -> T:
+    """The dataclass ``kind`` (a library function's options) filled from the same-named arguments."""
+    return kind(**{f.name: getattr(args, f.name) for f in dataclasses.fields(kind)})
 
 
 def torch_dtype(name: str | None):

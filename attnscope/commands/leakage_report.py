@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 from attnscope.commands.common import (
@@ -35,17 +34,12 @@ from attnscope.commands.common import (
     STORAGE_MODES,
     finite_float,
     non_negative_int,
+    options_from,
     positive_int,
-    torch_dtype,
     writable_parent,
 )
 from attnscope.errors import FileRefused
-
-REDUCED_SEEDS = 2
-REDUCED_STEPS = 20
-FULL_SEEDS = 4
-FULL_STEPS = 50
-JUDGES = ("oracle", "blip", "florence2", "qwen2.5-vl")
+from attnscope.runner.presets import FULL_SEEDS, FULL_STEPS, JUDGES, REDUCED_SEEDS, REDUCED_STEPS
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -113,206 +107,6 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     return parser
 
 
-def _judge(args: argparse.Namespace, device):
-    from attnscope.judges import BlipVQAJudge, Florence2Judge, QwenVLJudge, ToyOracle
-
-    if args.judge == "oracle":
-        return ToyOracle.load(device=device)
-    if not args.judge_model:
-        raise ValueError(f"--judge {args.judge} needs --judge-model PATH (a local folder or cached hub id)")
-    kind = {"blip": BlipVQAJudge, "florence2": Florence2Judge, "qwen2.5-vl": QwenVLJudge}[args.judge]
-    return kind.from_pretrained(args.judge_model, device=device)
-
-
-def _prompts(kind: str, judge: str, erased: list[str]):
-    from attnscope.runner import benchmark_prompts
-
-    if kind == "see" and judge == "oracle":
-        raise ValueError("the toy oracle only knows the toy world: use --prompts toy or a VQA --judge")
-    return benchmark_prompts(kind, erased)
-
-
-def cpu_threads(setting: str) -> int:
-    """The number of torch CPU threads for ``--threads`` (see its help).
-
-    Why not all cores: OpenMP threads spin while they wait for each other, so
-    when any other work shares the cores (the writer thread, another job),
-    a thread per core stalls — on a shared 2-core machine two threads sampled
-    3-25x slower than one.
-    """
-    import os
-
-    import torch
-
-    if setting != "auto":
-        return int(setting)
-    return max(1, min(torch.get_num_threads(), (os.cpu_count() or 1) - 1))
-
-
-def _load(args: argparse.Namespace, model: str, device):
-    from attnscope.models import load_pipeline
-
-    return load_pipeline(model, device=device, dtype=torch_dtype(args.dtype))
-
-
-def _plan(args: argparse.Namespace, pipe):
-    """The benchmark's plan (every prompt × seed with --full, else the reduced set) and the prompt set's kind."""
-    from attnscope.datasets.see import split
-    from attnscope.models.prompts import text_embedder
-    from attnscope.runner import Plan, Reduction
-    from attnscope.sampling import SamplerSettings
-
-    kind = args.prompts or ("toy" if args.judge == "oracle" else "see")
-    rows = split(_prompts(kind, args.judge, args.erase), args.erase, embed=text_embedder(pipe))
-    seeds = args.seeds or (FULL_SEEDS if args.full else REDUCED_SEEDS)
-    steps = args.steps or (FULL_STEPS if args.full else REDUCED_STEPS)
-    plan = Plan(tuple(rows), tuple(range(seeds)), SamplerSettings(steps=steps, guidance_scale=args.guidance),
-                tuple(args.erase))
-    return (plan if args.full else plan.reduced(Reduction())), kind
-
-
-def _generate(args: argparse.Namespace, started: float) -> int:
-    from attnscope.report import ReportInputs, StateInfo
-    from attnscope.runner import BASE, ablation_states, edited_states, init_distributed, read_ledgers, run_benchmark
-
-    if not args.erase:
-        raise ValueError("name a concept to erase with --erase (or report on run files with --before/--after)")
-    methods = args.method or ["uce", "rece"]
-    shard, device = init_distributed(args.device)
-    pipe = _load(args, args.model, device)
-    judge = _judge(args, pipe.device)
-    plan, kind = _plan(args, pipe)
-    seeds, steps = len(plan.seeds), plan.settings.steps
-    edited = edited_states(pipe, methods, args.erase, args.out, epochs=args.epochs, shard=shard)
-    states = [BASE, *edited, *(part for kind in args.ablate for part in ablation_states(pipe, edited, kind))]
-    runs = run_benchmark(pipe, plan, states, args.out, judge=judge, capture_maps=not args.no_capture,
-                         batch_size=args.batch_size, shard=shard, progress=not args.no_progress,
-                         storage=args.storage)
-    if not shard.is_main:
-        return 0
-    notes = []
-    if plan.note:
-        notes.append(f"Reduced set (no --full): {plan.note}; {seeds} seeds, {steps} sampling steps. "
-                     f"The full benchmark is every prompt × {FULL_SEEDS} seeds × {FULL_STEPS} steps (--full).")
-    timing = {r.state: {"sampled": r.sampled, "sample_seconds": round(r.sample_seconds, 2),
-                        "images_per_second": round(r.images_per_second, 3), "judged": r.judged,
-                        "judge_seconds": round(r.judge_seconds, 2)} for r in runs}
-    inputs = ReportInputs(
-        erased=plan.label,
-        records=read_ledgers([args.out / f"{s.name}.answers.csv" for s in states]),
-        states=[StateInfo(s.name, s.method, None if args.no_capture else args.out / f"{s.name}.h5",
-                          s.edit.meta if s.edit else None, timing[s.name]) for s in states],
-        settings=_settings(args, device=str(pipe.device), judge=judge.name, prompts=kind, processes=shard.world),
-        plan=plan.summary(),
-        notes=notes,
-        wall_seconds=time.perf_counter() - started,
-    )
-    return _write(args, inputs, started)
-
-
-def _existing(args: argparse.Namespace, started: float) -> int:
-    from attnscope.datasets.see import split
-    from attnscope.models.prompts import text_embedder
-    from attnscope.report import ReportInputs, StateInfo
-    from attnscope.runner import State, judge_run_file, read_ledgers
-    from attnscope.store import RunFile
-
-    if not args.before or not args.after:
-        raise ValueError("--before and --after go together: one run file of the unedited model and at least one edited")
-    edits = {}
-    for path in args.after:
-        with RunFile(path) as runs:
-            edits[path] = (runs.schema.edit or {}).get("edits") or []
-        if not edits[path]:
-            raise ValueError(f"{path} was captured without an edit: it cannot be an --after file")
-    with RunFile(args.before) as runs:
-        if runs.schema.edit:
-            raise ValueError(f"{args.before} was captured with an edit applied: it cannot be the --before file")
-        model = args.model if args.model != "toy" else runs.schema.model.get("id") or "toy"
-    erased = args.erase or list(edits[args.after[0]][-1].get("concepts", []))
-    if not erased:
-        raise ValueError("the edit does not name its concepts: pass --erase CONCEPT")
-    kind = args.prompts or ("toy" if args.judge == "oracle" else "see")
-    device = args.device
-    pipe = _load(args, model, device)
-    judge = _judge(args, pipe.device)
-    rows = {r.prompt.prompt_id: r for r in split(_prompts(kind, args.judge, erased), erased,
-                                                  embed=text_embedder(pipe))}
-    label = "+".join(erased)
-    methods = [edits[p][-1].get("method", p.stem) for p in args.after]
-    states = [State("base", "base")] + [
-        State(path.stem if path.stem != "base" else "after", method if methods.count(method) == 1 else path.stem)
-        for path, method in zip(args.after, methods)
-    ]
-    files = [args.before, *args.after]
-    timing = {}
-    for state, path in zip(states, files):
-        done = judge_run_file(judge, path, state, rows, args.out, erased=label, batch_size=args.batch_size)
-        timing[state.name] = {"runs": done.jobs, "judged": done.judged, "judge_seconds": round(done.judge_seconds, 2)}
-    inputs = ReportInputs(
-        erased=label,
-        records=read_ledgers([args.out / f"{s.name}.answers.csv" for s in states]),
-        states=[StateInfo(s.name, s.method, path, (edits.get(path) or [None])[-1], timing[s.name])
-                for s, path in zip(states, files)],
-        settings=_settings(args, device=str(pipe.device), judge=judge.name, prompts=kind,
-                           before=str(args.before), after=[str(p) for p in args.after]),
-        wall_seconds=time.perf_counter() - started,
-    )
-    return _write(args, inputs, started)
-
-
-def _phased(args: argparse.Namespace) -> int:
-    """The phases asked for (--state, --throughput, --report-only), see :mod:`attnscope.runner.leakage`."""
-    from attnscope.report.benchmark import BenchmarkSettings, write_benchmark_report
-    from attnscope.runner.leakage import device_name, leakage_benchmark
-
-    if not args.erase:
-        raise ValueError("name the concept the states erase with --erase")
-    if args.before or args.after or args.ablate:
-        raise ValueError("--state, --throughput and --report-only run the generated benchmark: "
-                         "no --before/--after, no --ablate")
-    pipe = _load(args, args.model, args.device)
-    judge = _judge(args, pipe.device)
-    plan, kind = _plan(args, pipe)
-    expected = args.state or ["base", *(args.method or ["uce", "rece"])]
-    found = leakage_benchmark(pipe, judge, plan, args.out, states=[] if args.report_only else args.state or [],
-                              throughput=args.throughput, report=expected if args.report_only else None,
-                              epochs=args.epochs, batch_size=args.batch_size, progress=not args.no_progress)
-    if found is None:
-        return 0
-    if found.problems:
-        print("attnscope leakage-report: states incomplete (run their --state phase again, it resumes):\n  "
-              + "\n  ".join(found.problems), file=sys.stderr)
-        return 1
-    timings = [t for t in found.timings.values() if t]
-    notes = [f"Reduced set (no --full): {plan.note}; {len(plan.seeds)} seeds, {plan.settings.steps} sampling steps."
-             ] if plan.note else []
-    settings = BenchmarkSettings(
-        model=str(args.model), judge=judge.name, device=timings[0]["device"] if timings else device_name(pipe.device),
-        steps=plan.settings.steps, guidance=args.guidance, batch_size=args.batch_size, epochs=args.epochs,
-        notes=notes, extra=_settings(args, prompts=kind))
-    summary, html = write_benchmark_report(plan, found, settings)
-    print(f"wrote {html} and {summary} (+ metrics.json, records.csv, tables/, figures/)")
-    return 0
-
-
-def _settings(args: argparse.Namespace, **extra) -> dict:
-    import torch
-
-    keep = ("erase", "method", "epochs", "ablate", "full", "seeds", "steps", "guidance", "batch_size", "model",
-            "dtype", "no_capture", "storage", "examples", "out")
-    return {**{k: getattr(args, k) for k in keep}, "cpu_threads": torch.get_num_threads(), **extra}
-
-
-def _write(args: argparse.Namespace, inputs, started: float) -> int:
-    from attnscope.report import write_leakage_report
-
-    path = write_leakage_report(args.out, inputs, examples=args.examples)
-    seconds = time.perf_counter() - started
-    print(f"wrote {path} (+ metrics.json, records.csv, tables/, figures/); {seconds:.0f} s in all")
-    return 0
-
-
 REPORT_MARKERS = ("plan.json", "metrics.json")  # a folder holding one of these was written by leakage-report
 PHASE_FILES = ("*.h5", "*.h5.lock", "*.edit", "*.answers.csv", "*.timing.json", "*.tmp", "throughput.json",
                "summary.md", "report.html", "records.csv", "tables", "figures", *REPORT_MARKERS)  # the phases' files
@@ -333,21 +127,15 @@ def check_out(out: Path, phased: bool = False) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
+    from attnscope.report.side_effect_benchmark import leakage_report
+    from attnscope.runner.leakage import IncompleteStates
+    from attnscope.runner.presets import LeakageOptions
 
-    import torch.distributed as dist
-
-    started = time.perf_counter()
-    phased = bool(args.state or args.throughput or args.report_only)
-    check_out(args.out, phased)
-    torch.set_num_threads(cpu_threads(args.threads))
-    args.out.mkdir(parents=True, exist_ok=True)
+    options = options_from(args, LeakageOptions)
+    check_out(options.out, options.phased)
     try:
-        if phased:
-            return _phased(args)
-        if args.before or args.after:
-            return _existing(args, started)
-        return _generate(args, started)
-    finally:
-        if dist.is_initialized():  # joined by init_distributed under torchrun
-            dist.destroy_process_group()
+        leakage_report(options)
+    except IncompleteStates as error:
+        print(f"attnscope leakage-report: {error}", file=sys.stderr)
+        return 1
+    return 0

@@ -4,12 +4,13 @@
 found in the work folder and writes ``summary.md`` (what ran, the states'
 wall time and timings, images/s with and without capture, every metric with
 its interval) and the HTML report with its tables and figures
-(:func:`~attnscope.report.leakage.write_leakage_report`) into that folder.
+(:func:`~attnscope.report.leakage.write_leakage_report`) into that folder;
+:func:`phased_benchmark` runs the phases asked for and then writes it.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from itertools import combinations
 from pathlib import Path
 from typing import Any, Sequence
@@ -18,7 +19,8 @@ import torch
 
 from attnscope.analyses.side_effects import to_markdown
 from attnscope.report.leakage import ReportInputs, StateInfo, side_effect_metrics, write_leakage_report
-from attnscope.runner.leakage import Collected, Timing
+from attnscope.judges.base import Judge
+from attnscope.runner.leakage import Collected, IncompleteStates, Timing, leakage_benchmark
 from attnscope.runner.plan import Plan
 from attnscope.runner.states import BASE
 
@@ -28,12 +30,13 @@ GROUPS = {"evasion": ("method", "erased", "relation"), "retain_by_distance": ("m
 
 @dataclass
 class BenchmarkSettings:
-    """What the summary says was run: ``model`` and ``judge`` names, ``device``, sampler ``steps`` and
-    ``guidance``, ``batch_size``, RECE ``epochs``, and ``notes`` shown first (e.g. a smoke run's)."""
+    """What the summary says was run: ``model`` and ``judge`` names, ``device`` (``None``: the one the
+    states were sampled on), sampler ``steps`` and ``guidance``, ``batch_size``, RECE ``epochs``, and
+    ``notes`` shown first (e.g. a smoke run's)."""
 
     model: str
     judge: str
-    device: str
+    device: str | None
     steps: int | None
     guidance: float | None
     batch_size: int
@@ -186,3 +189,23 @@ def write_benchmark_report(plan: Plan, found: Collected, settings: BenchmarkSett
     summary = found.work / "summary.md"
     summary.write_text(benchmark_markdown(plan, found, settings))
     return summary, write_leakage_report(found.work, report_inputs(plan, found, settings))
+
+
+def phased_benchmark(pipe, judge: Judge, plan: Plan, work: Path, settings: BenchmarkSettings, *,
+                     states: Sequence[str] = (), throughput: int | None = None, report: Sequence[str] | None = None,
+                     progress: bool = True) -> tuple[Path, Path] | None:
+    """The phases asked for (:func:`~attnscope.runner.leakage.leakage_benchmark`: ``states``, then
+    ``throughput``), then with ``report`` (the methods it expects) the report of what ``work`` holds:
+    ``(summary.md, report.html)``; ``None`` without ``report``.
+
+    Raises :class:`~attnscope.runner.leakage.IncompleteStates` when an expected state lacks answers.
+    """
+    found = leakage_benchmark(pipe, judge, plan, work, states=states, throughput=throughput, report=report,
+                              epochs=settings.epochs, batch_size=settings.batch_size, progress=progress)
+    if found is None:
+        return None
+    if found.problems:
+        raise IncompleteStates(found.problems)
+    if settings.device is None:
+        settings = replace(settings, device=found.device(pipe.device))
+    return write_benchmark_report(plan, found, settings)

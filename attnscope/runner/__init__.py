@@ -14,47 +14,42 @@ Modules: :mod:`.plan` (what to sample), :mod:`.states` (base + edits),
 loop), :mod:`.shard` (several processes under ``torchrun``), :mod:`.leakage`
 (the benchmark in phases: states as separate processes, throughput, report
 only), :mod:`.tradeoff` (growing edits), :mod:`.toy_evaluation` (the toy
-model measured with its oracle).
+model measured with its oracle), :mod:`.timing` (timing GPU work),
+:mod:`.presets` (the benchmark's sizes and judges, light: the command line
+reads them while parsing).
+
+Names are imported on first use, so importing :mod:`.presets` stays light.
 """
 
-from attnscope.runner.leakage import leakage_benchmark
-from attnscope.runner.plan import Key, Plan, Reduction, benchmark_prompts, job_key, reduce_rows
-from attnscope.runner.records import RECORD_COLUMNS, Ledger, judge_jobs, read_ledgers
-from attnscope.runner.run import (
-    StateRun,
-    judge_run_file,
-    judge_stored,
-    merge_state,
-    run_benchmark,
-    run_state,
-)
-from attnscope.runner.shard import Shard, init_distributed
-from attnscope.runner.states import BASE, METHODS, State, ablation_states, edited_states, state_name
+from attnscope._lazy import lazy_attributes
 
-__all__ = [
-    "BASE",
-    "METHODS",
-    "RECORD_COLUMNS",
-    "Key",
-    "Ledger",
-    "Plan",
-    "Reduction",
-    "Shard",
-    "State",
-    "StateRun",
-    "ablation_states",
-    "benchmark_prompts",
-    "edited_states",
-    "init_distributed",
-    "job_key",
-    "judge_jobs",
-    "judge_run_file",
-    "judge_stored",
-    "leakage_benchmark",
-    "merge_state",
-    "read_ledgers",
-    "reduce_rows",
-    "run_benchmark",
-    "run_state",
-    "state_name",
-]
+_EXPORTS = {
+    "leakage_benchmark": "leakage",
+    "Key": "plan",
+    "Plan": "plan",
+    "Reduction": "plan",
+    "benchmark_prompts": "plan",
+    "job_key": "plan",
+    "reduce_rows": "plan",
+    "Ledger": "records",
+    "RECORD_COLUMNS": "records",
+    "judge_jobs": "records",
+    "read_ledgers": "records",
+    "StateRun": "run",
+    "judge_run_file": "run",
+    "judge_stored": "run",
+    "merge_state": "run",
+    "run_benchmark": "run",
+    "run_state": "run",
+    "Shard": "shard",
+    "init_distributed": "shard",
+    "BASE": "states",
+    "METHODS": "states",
+    "State": "states",
+    "ablation_states": "states",
+    "edited_states": "states",
+    "state_name": "states",
+}
+
+__all__ = sorted(_EXPORTS)
+__getattr__ = lazy_attributes(__name__, _EXPORTS)

@@ -20,7 +20,6 @@
 from __future__ import annotations
 
 import json
-import platform
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -36,7 +35,7 @@ from attnscope.runner.plan import Plan, job_key
 from attnscope.runner.records import read_ledgers, record_key
 from attnscope.runner.run import run_state
 from attnscope.runner.states import BASE, edited_states, state_name
-from attnscope.runner.timing import timed
+from attnscope.runner.timing import device_name, timed
 from attnscope.sampling import SamplerSettings, batches, sample_batch
 
 Timing = dict[str, Any]
@@ -46,10 +45,6 @@ PASSES = ("with", "without", "without", "with")  # ABBA: a linear drift hits bot
 def file_stem(method: str, erased: Sequence[str]) -> str:
     """A state's file stem: ``base`` or e.g. ``uce-furniture``."""
     return BASE.name if method == BASE.method else state_name(method, erased)
-
-
-def device_name(device: torch.device) -> str:
-    return torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "CPU"
 
 
 def _read_json(path: Path) -> dict | None:
@@ -180,6 +175,15 @@ def missing_jobs(records: Sequence[dict], plan: Plan) -> int:
     return sum(counts[job_key(job)] < len(rows[job.extra["prompt_id"]].prompt.questions) for job in plan.jobs())
 
 
+class IncompleteStates(Exception):
+    """States the report expects lack answers; ``problems``: one line per state."""
+
+    def __init__(self, problems: Sequence[str]):
+        self.problems = list(problems)
+        super().__init__("states incomplete (run their --state phase again, it resumes):\n  "
+                         + "\n  ".join(self.problems))
+
+
 @dataclass
 class Collected:
     """The expected states as the report phase finds them in ``work``.
@@ -208,6 +212,11 @@ class Collected:
         """From the first state's start to the last one's finish (``None`` without timing files)."""
         found = [t for t in self.timings.values() if t]
         return max(t["finished"] for t in found) - min(t["started"] for t in found) if found else None
+
+    def device(self, fallback: torch.device) -> str:
+        """The device the states were sampled on (the first timing file's), else ``fallback``'s name."""
+        found = [t for t in self.timings.values() if t]
+        return found[0]["device"] if found else device_name(fallback)
 
 
 def collect(plan: Plan, work: Path, methods: Sequence[str]) -> Collected:

@@ -1,7 +1,9 @@
-"""Timing of GPU work: wall-clock seconds with the device synchronised before and after, and peak memory."""
+"""Timing of GPU work: wall-clock seconds with the device synchronised before and after, peak memory,
+and the name of the device a time was measured on."""
 
 from __future__ import annotations
 
+import platform
 import time
 from dataclasses import dataclass
 from typing import Callable, Generic, TypeVar
@@ -34,3 +36,8 @@ def timed(work: Callable[[], T], device: torch.device) -> Timed[T]:
         torch.cuda.synchronize(device)
     seconds = time.perf_counter() - started
     return Timed(seconds, result, torch.cuda.max_memory_allocated(device) if cuda else 0)
+
+
+def device_name(device: torch.device) -> str:
+    """The GPU's name (``"NVIDIA H100 80GB HBM3"``), else the CPU's (``"x86_64"``, or ``"CPU"``)."""
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "CPU"
