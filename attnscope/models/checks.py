@@ -28,17 +28,12 @@ def check_image_size(pipe, height: int | None, width: int | None) -> None:
             )
 
 
-def token_count(tokenizer, text: str) -> int:
-    """Tokens of ``text`` with the start and end tokens, without truncation."""
-    return len(token_ids(tokenizer, text))
-
-
 def check_prompt_length(pipe, prompts: Sequence[str], option: str = "--prompt") -> None:
     """Refuse prompts longer than the text encoder reads (the tokenizer would cut them silently)."""
     tokenizer = pipe.tokenizer
     limit = int(tokenizer.model_max_length)
     for prompt in prompts:
-        n = token_count(tokenizer, prompt)
+        n = len(token_ids(tokenizer, prompt))  # with the start and end tokens, not truncated
         if n > limit:
             raise UsageError(
                 f"{option} {prompt!r} is {n} tokens with start/end, the model reads at most {limit}: shorten it"
