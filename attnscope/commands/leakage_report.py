@@ -39,7 +39,16 @@ from attnscope.commands.common import (
     writable_parent,
 )
 from attnscope.errors import FileRefused
-from attnscope.runner.presets import FULL_SEEDS, FULL_STEPS, JUDGES, REDUCED_SEEDS, REDUCED_STEPS
+from attnscope.runner.presets import (
+    FULL_SEEDS,
+    FULL_STEPS,
+    JUDGES,
+    PHASE_FILES,
+    REDUCED_SEEDS,
+    REDUCED_STEPS,
+    REPORT_MARKERS,
+    LeakageOptions,
+)
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -107,11 +116,6 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     return parser
 
 
-REPORT_MARKERS = ("plan.json", "metrics.json")  # a folder holding one of these was written by leakage-report
-PHASE_FILES = ("*.h5", "*.h5.lock", "*.edit", "*.answers.csv", "*.timing.json", "*.tmp", "throughput.json",
-               "summary.md", "report.html", "records.csv", "tables", "figures", *REPORT_MARKERS)  # the phases' files
-
-
 def check_out(out: Path, phased: bool = False) -> None:
     """Refuse an --out that is a file, or a folder with other content than an earlier report
     (re-running into a report's folder resumes it; see the module docstring). With ``phased``, a
@@ -129,7 +133,6 @@ def check_out(out: Path, phased: bool = False) -> None:
 def run(args: argparse.Namespace) -> int:
     from attnscope.report.side_effect_benchmark import leakage_report
     from attnscope.runner.leakage import IncompleteStates
-    from attnscope.runner.presets import LeakageOptions
 
     options = options_from(args, LeakageOptions)
     check_out(options.out, options.phased)

@@ -1,5 +1,5 @@
-"""The side-effect benchmark's sizes, judges and options: light (no torch), so that the command line
-reads them while it parses arguments."""
+"""The side-effect benchmark's sizes, judges, options and output files: light (no torch), so that
+the command line reads them while it parses arguments."""
 
 from __future__ import annotations
 
@@ -11,6 +11,9 @@ REDUCED_STEPS = 20
 FULL_SEEDS = 4  # the full benchmark: every prompt × 4 seeds × 50 steps (a GPU)
 FULL_STEPS = 50
 JUDGES = ("oracle", "blip", "florence2", "qwen2.5-vl")  # the toy oracle, then VQA models
+REPORT_MARKERS = ("plan.json", "metrics.json")  # a folder holding one of these was written by leakage-report
+PHASE_FILES = ("*.h5", "*.h5.lock", "*.edit", "*.answers.csv", "*.timing.json", "*.tmp", "throughput.json",
+               "summary.md", "report.html", "records.csv", "tables", "figures", *REPORT_MARKERS)  # the phases' files
 
 
 @dataclass
