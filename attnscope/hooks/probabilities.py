@@ -50,7 +50,8 @@ def token_probabilities(
     k = key.unflatten(-1, (heads, -1)).transpose(1, 2)
     if upcast:
         q, k = q.float(), k.float()
-    if q.is_cuda:  # the memory-efficient kernel, named: skips the backend choice, and its host side is the lightest
+    if q.is_cuda and q.shape[-1] % ALIGNMENT == 0:  # the memory-efficient kernel, named: no backend choice, the
+        # lightest host side; it needs head dims in whole 16-byte vectors (SD's 40, 64, 80, 160; not a toy's 4)
         return torch.ops.aten._scaled_dot_product_efficient_attention(q, k, values, None, False, scale=scale)[0]
     return F.scaled_dot_product_attention(q, k, values, scale=scale)
 
