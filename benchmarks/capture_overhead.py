@@ -191,6 +191,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--budget", type=float, default=510, help="seconds from the start; later sections are skipped")
     parser.add_argument("--no-daam", action="store_true", help="leave out the DAAM-style arm")
     parser.add_argument("--no-compile", action="store_true", help="leave out the torch.compile section")
+    parser.add_argument("--batch", type=int, action="append", default=None,
+                        help="eager batch sizes to time (repeatable; default 8 then 1)")
+    parser.add_argument("--no-eager", action="store_true", help="leave out the eager sections and the bytes table")
     parser.add_argument("--smoke", action="store_true", help="tiny widths on the CPU, to check the script")
     args = parser.parse_args(argv)
     started = time.perf_counter()
@@ -222,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as scratch:
         folder = Path(scratch)
         reserve = 0 if args.no_compile or args.smoke else COMPILE_RESERVE
-        for batch in (big, 1):
+        for batch in [] if args.no_eager else args.batch or (big, 1):
             kwargs = pipeline_call(batch, steps, size)
             arms = {
                 "plain": lambda i, k=kwargs: run_plain(pipe, k, args.calls),
@@ -237,7 +240,8 @@ def main(argv: list[str] | None = None) -> int:
                          "of the budget left.", ""])
                 continue
             publish(table(title, interleaved(arms, args.repeats, args.calls, device), args.calls))
-        publish(storage_table(pipe, pipeline_call(big, steps, size), big, folder))
+        if not args.no_eager:
+            publish(storage_table(pipe, pipeline_call(big, steps, size), big, folder))
         if args.no_compile:
             return 0
         title = f"Batch {big}, torch.compile'd UNet (backend {backend})"

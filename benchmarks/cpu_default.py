@@ -9,7 +9,9 @@ the built-in model, and, for reference, the imports of the two model classes
 any Stable-Diffusion-shaped pipeline needs (``UNet2DConditionModel``,
 ``CLIPTextModel``: diffusers and transformers import most of their model code
 with them); the ratios to the floor are reported per repeat, with the median
-and mean. The target (issue 10) is a capture ratio ≤ 1.5.
+and mean. The target (issue 10) is a capture ratio ≤ 1.5. Last, one
+``python -X importtime`` run of the class imports says which packages their
+extra time goes to.
 """
 
 from __future__ import annotations
@@ -58,12 +60,30 @@ def measure(repeats: int, work: Path) -> list[tuple[float, float, float]]:
     return rows
 
 
-def report(rows: list[tuple[float, float, float]]) -> str:
+# packages the UNet class import pulls in, with what dominates their time
+HEAVY = ("diffusers.models.transformers", "diffusers.loaders.lora_base", "diffusers.loaders.single_file_utils",
+         "scipy.optimize", "scipy.stats")
+
+
+def import_breakdown() -> dict[str, float]:
+    """Cumulative import seconds of :data:`HEAVY` in one ``-X importtime`` run of the class imports."""
+    command = [CLASSES[0], "-X", "importtime", *CLASSES[1:]]
+    log = subprocess.run(command, check=True, capture_output=True, text=True).stderr
+    seconds = {}
+    for line in log.splitlines():
+        parts = [part.strip() for part in line.removeprefix("import time:").split("|")]
+        if len(parts) == 3 and parts[2] in HEAVY:
+            seconds[parts[2]] = int(parts[1]) / 1e6
+    return seconds
+
+
+def report(rows: list[tuple[float, float, float]], heavy: dict[str, float]) -> str:
     ratios = [c / f for f, c, _ in rows]
     classes = [m / f for f, _, m in rows]
     table = "\n".join(f"| {i} | {f:.2f} | {c:.2f} | {c / f:.2f} | {m:.2f} | {m / f:.2f} |"
                       for i, (f, c, m) in enumerate(rows))
     median, mean = statistics.median(ratios), statistics.mean(ratios)
+    breakdown = "\n".join(f"- `{name}`: {seconds:.2f} s" for name, seconds in heavy.items())
     verdict = "meets" if median <= 1.5 else "misses"
     return f"""# Default capture on a CPU vs the import floor
 
@@ -81,6 +101,9 @@ CLIPTextModel` after the floor's imports), as fresh processes, in rotating order
 Ratio capture ÷ import floor: median **{median:.2f}**, mean {mean:.2f} (target ≤ 1.5: {verdict} it on the median).
 Importing the two model classes alone: median {statistics.median(classes):.2f}, mean {statistics.mean(classes):.2f}
 of the floor.
+
+Where the class imports' extra time goes (`python -X importtime`, one run, cumulative seconds):
+{breakdown}
 """
 
 
@@ -90,7 +113,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, help="markdown report to write (default: print only)")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as work:
-        text = report(measure(args.repeats, Path(work)))
+        text = report(measure(args.repeats, Path(work)), import_breakdown())
     print(text)
     if args.out:
         args.out.write_text(text)

@@ -1,5 +1,6 @@
 """Capturing cross-attention: exactness, restoration, selections, architectures."""
 
+import importlib
 import numpy as np
 import pytest
 import torch
@@ -72,6 +73,22 @@ def test_every_layer_head_and_branch_matches_explicit_softmax(sd):
                 reference = probs[:, :, positions].permute(2, 0, 1)  # (tokens, heads, n)
                 captured = torch.from_numpy(maps[step].reshape(*reference.shape))
                 assert torch.allclose(captured, reference, atol=1e-5), (name, branch, step)
+
+
+def test_layers_of_one_shape_share_one_attention_call_per_step(sd, monkeypatch):
+    """The maps of a step come from one fused call per group of same-shaped layers, not one per layer."""
+    hooks = importlib.import_module("attnscope.hooks.capture")  # the module; the package exports the function
+    calls = []
+    real = hooks.token_probabilities
+    monkeypatch.setattr(hooks, "token_probabilities", lambda query, *args, **kwargs: (
+        calls.append(query.shape), real(query, *args, **kwargs))[1])
+    layers = cross_attention_layers(sd.unet)
+    shapes = {(layer.resolution((8, 8)), layer.module.to_q.out_features, layer.module.heads) for layer in layers}
+    with capture(sd, dtype=torch.float32, steps=[1, 2]) as cap:
+        sample(sd, steps=3, guidance_scale=7.5)
+    assert len(shapes) < len(layers) and len(calls) == 2 * len(shapes)
+    assert sum(shape[0] for shape in calls) == 2 * len(layers)  # each layer's one cond row, stacked by shape
+    assert cap.maps(LAYER).shape[0] == 2
 
 
 def test_layers_stored_in_another_order_than_they_run_give_the_same_maps(sd):

@@ -1,4 +1,4 @@
-"""Storage modes of the run file: lossless Blosc2 by default, opt-in 8-bit quantisation, raw; old files open."""
+"""Storage modes of the run file: lossless shuffle + Zstandard by default, opt-in 8-bit quantisation, raw; old files open."""
 
 import shutil
 import warnings
@@ -66,8 +66,8 @@ def test_lossless_is_bit_identical_and_read_by_plain_h5py_with_hdf5plugin(files)
     with RunFile(raw) as exact, RunFile(lossless) as packed:
         assert np.array_equal(every_map(exact), every_map(packed))
     with h5py.File(raw, "r") as exact, h5py.File(lossless, "r") as packed:
-        assert str(hdf5plugin.BLOSC2_ID) in packed["maps"]._filters
-        assert packed["maps"].attrs["codec"] == "blosc2-zstd-1-shuffle"
+        assert {"shuffle", str(hdf5plugin.ZSTD_ID)} <= set(packed["maps"]._filters)
+        assert packed["maps"].attrs["codec"] == "zstd-1-shuffle"
         assert packed["maps"].attrs["encoding"] == "float-step-xor"
         bits = np.bitwise_xor.accumulate(packed["maps"][:].view(np.uint16), axis=1)  # docs/format.md, no attnscope
         assert np.array_equal(bits.view(np.float16), exact["maps"][:])
@@ -98,6 +98,23 @@ def test_quantised_files_are_the_smallest_on_smooth_softmax_maps(tmp_path):
             back = runs.maps(0, "a.attn2")[:, :, 0].reshape(20, 8, -1).swapaxes(0, 1)
             assert np.abs(back.astype(np.float32) - maps.astype(np.float32)).max() <= MAX_ERROR + 1e-6
     assert sizes["quantised"] < sizes["lossless"] / 2 and sizes["lossless"] < sizes["raw"] / 1.2, sizes
+
+
+def test_lossless_files_of_the_blosc2_codec_still_open(tmp_path, files):
+    """Before Zstandard, lossless files (same step-XOR encoding) went through Blosc2; the filter is in the file."""
+    hdf5plugin = pytest.importorskip("hdf5plugin")
+    path = Path(shutil.copy(files["lossless"], tmp_path / "blosc2.h5"))
+    with RunFile(path) as runs:
+        expected = every_map(runs)
+    with h5py.File(path, "r+") as f:
+        old = f["maps"]
+        stored, attrs, chunks = old[:], dict(old.attrs), old.chunks
+        del f["maps"]
+        blosc = hdf5plugin.Blosc2(cname="zstd", clevel=1, filters=hdf5plugin.Blosc2.SHUFFLE)
+        maps = f.create_dataset("maps", data=stored, maxshape=(None, *stored.shape[1:]), chunks=chunks, **blosc)
+        maps.attrs.update({**attrs, "codec": "blosc2-zstd-1-shuffle"})
+    with RunFile(path) as runs:
+        assert np.array_equal(every_map(runs), expected)
 
 
 def test_files_of_format_1_still_open(tmp_path, sd, files):

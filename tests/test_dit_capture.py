@@ -294,3 +294,30 @@ def test_image_to_text_block_equals_the_text_queries_rows(pipes, family):
             assert torch.allclose(got, expected, atol=1e-4), (layer.name, step)
     with pytest.raises(ValueError, match="joint attention only"):
         capture(pipes["pixart"], block="image-to-text")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_the_one_kernel_head_mean_equals_the_pytorch_ops(dtype):
+    """The Triton kernel (hooks/fused.py) against the PyTorch path it replaces, on Flux-like shapes: keys
+    gathered per batch row, a slice of image queries, the normaliser of every query over all keys."""
+    from attnscope.hooks import sdpa
+    from attnscope.hooks.fused import head_mean_probabilities
+
+    generator = torch.Generator("cuda").manual_seed(0)
+    batch, heads, text, image, dim = 2, 24, 40, 1024, 128
+    query = torch.randn(batch, heads, text + image, dim, device="cuda", dtype=dtype, generator=generator)
+    key = torch.randn(batch, heads, text + image, dim, device="cuda", dtype=dtype, generator=generator)
+    scale = dim ** -0.5
+    lse = torch.logsumexp((query.float() @ key.float().transpose(-1, -2)) * scale, dim=-1)
+    key_index = torch.stack([torch.arange(3, 20, device="cuda"), torch.arange(1, 35, 2, device="cuda")])
+    call = SDPACall(query, key, None, scale, lse)
+    image_rows = slice(text, text + image)
+    fused = head_mean_probabilities(query[:, :, image_rows], key, key_index, lse[:, :, image_rows], scale)
+    reference = sdpa.selected_probabilities(SDPACall(query, key, None, scale, None), image_rows, key_index,
+                                            mean_heads=True)  # recomputed normaliser: the unfused path
+    assert sdpa._fusable(query[:, :, image_rows], key_index.shape[1])
+    assert fused.shape == reference.shape == (batch, 1, image, 17)
+    assert torch.allclose(fused, reference, atol=1e-5, rtol=1e-3)
+    through_capture = sdpa.selected_probabilities(call, image_rows, key_index, mean_heads=True)  # takes the kernel
+    assert torch.equal(through_capture, fused)

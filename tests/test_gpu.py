@@ -76,3 +76,24 @@ def test_steps_go_to_the_file_in_blocks_through_pinned_buffers_and_the_copy_stre
     assert blocks.file.file["maps"].chunks[1] == 2 < whole.file.file["maps"].chunks[1]
     for layer in cross_attention_layers(cuda_sd.unet):
         assert np.array_equal(blocks.maps(layer.name), whole.maps(layer.name))
+
+
+@pytest.mark.parametrize("heads", [5, 8, 10])  # SD 1.x/2.x head widths 64, 40 and 32 of 320 channels
+def test_probabilities_of_sd_shaped_layers_equal_the_explicit_softmax(heads):
+    """At Stable Diffusion's head widths the maps come from the memory-efficient kernel called by name."""
+    from attnscope.hooks.probabilities import store_tokens, token_probabilities, token_values
+
+    generator = torch.Generator("cuda").manual_seed(0)
+    query = torch.randn(2, 4096, 320, device="cuda", dtype=torch.float16, generator=generator)
+    key = torch.randn(2, 77, 320, device="cuda", dtype=torch.float16, generator=generator)
+    index = torch.tensor([[0, 1, 2, 5, 9], [3, 4, 6, 7, 8]], device="cuda")
+    scale = (320 // heads) ** -0.5
+    values = token_values(index, 77, heads, torch.float16)
+    probabilities = token_probabilities(query, key, values, heads=heads, scale=scale, upcast=False)
+    q, k = (x.float().unflatten(-1, (heads, -1)).transpose(1, 2) for x in (query, key))
+    expected = torch.softmax(q @ k.transpose(-1, -2) * scale, dim=-1)  # (2, heads, 4096, 77)
+    expected = torch.stack([expected[row][..., index[row]] for row in range(2)])
+    assert torch.allclose(probabilities[..., :5].float(), expected, atol=2e-3)
+    target = torch.empty(2, 5, 1, 4096, device="cuda", dtype=torch.float16)
+    store_tokens(target, probabilities, mean_heads=True)
+    assert torch.allclose(target[:, :, 0].float(), expected.mean(1).transpose(1, 2), atol=2e-3)

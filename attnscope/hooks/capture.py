@@ -12,10 +12,13 @@ How it works, per pipeline instance (no class is patched):
   calls the module's original processor — so the output, and the image, is
   exactly what it would have been — and keeps the ``q``/``k`` it used
   (grabbed by forward hooks on ``to_q``/``to_k``);
-* the layer's probabilities of the selected tokens come from one fused
-  attention call on those ``q``/``k`` with one-hot values
-  (:mod:`attnscope.hooks.probabilities`); heads are averaged straight into
-  the step's device buffer;
+* the probabilities of the selected tokens come from fused attention calls
+  on those ``q``/``k`` with one-hot values
+  (:mod:`attnscope.hooks.probabilities`), one call per step for each group
+  of layers of one shape (SD 1.x: four, not sixteen — on a GPU at small
+  batches the host launching kernels is the bottleneck; the captured layers'
+  ``q``/``k`` stay on the device until their step ends); heads are averaged
+  straight into the step's device buffer;
 * hooks on the UNet count sampling steps (one UNet call per entry of the
   scheduler's timesteps); at the end of each stored step the step's buffer
   goes to pinned host memory in one asynchronous copy on a side stream
@@ -114,17 +117,20 @@ class _Batch:
     latent_hw: tuple[int, int]
     step: int = 0
     grabbed: dict = field(default_factory=dict)  # "q"/"k" of the layer running now
-    values: dict = field(default_factory=dict)  # (keys, heads, dtype) -> one-hot token values
+    pending: dict = field(default_factory=dict)  # shape of a layer group -> [(layer, attn, q, k)] of this step
+    values: dict = field(default_factory=dict)  # (keys, heads, dtype, layers) -> one-hot token values
 
     def target(self) -> torch.Tensor:
         """``(runs, token slots, L)``: the buffer of the step being sampled."""
         return self.maps.slot(self.slot_of_step[self.step])
 
-    def token_values(self, keys: int, heads: int, dtype: torch.dtype) -> torch.Tensor:
-        """:func:`~attnscope.hooks.probabilities.token_values` of this batch's tokens, made once per shape."""
-        made = self.values.get((keys, heads, dtype))
+    def token_values(self, keys: int, heads: int, dtype: torch.dtype, layers: int = 1) -> torch.Tensor:
+        """:func:`~attnscope.hooks.probabilities.token_values` of this batch's tokens for ``layers`` layers
+        stacked along the rows, made once per shape."""
+        made = self.values.get((keys, heads, dtype, layers))
         if made is None:
-            made = self.values[(keys, heads, dtype)] = token_values(self.token_index, keys, heads, dtype)
+            index = self.token_index.repeat(layers, 1)
+            made = self.values[(keys, heads, dtype, layers)] = token_values(index, keys, heads, dtype)
         return made
 
 
@@ -272,6 +278,7 @@ class Capture:
         if batch is None:
             return
         if batch.step in batch.slot_of_step:
+            self._store_pending(batch)
             batch.maps.filled(batch.slot_of_step[batch.step])
         batch.step += 1
         batch.grabbed.clear()
@@ -433,13 +440,13 @@ class Capture:
         )
 
     def record(self, layer: CrossAttentionLayer, attn) -> None:
-        """Store ``layer``'s maps of the current step from the q/k its ``to_q``/``to_k`` hooks grabbed."""
+        """Keep ``layer``'s q/k of the current step (grabbed by its ``to_q``/``to_k`` hooks) for the step's end."""
         batch = self._batch
         query, key = batch.grabbed.pop("q"), batch.grabbed.pop("k")
-        self._store(layer, attn, query[batch.rows], key[batch.rows])
+        self._keep(layer, attn, query[batch.rows], key[batch.rows])
 
     def record_inputs(self, layer: CrossAttentionLayer, attn, hidden_states, encoder_hidden_states) -> None:
-        """Store ``layer``'s maps of the current step, recomputing q/k of the stored rows from its inputs.
+        """Keep ``layer``'s q/k of the current step, recomputed for the stored rows from its inputs.
 
         For a compiled UNet, where the processor's own q/k cannot be grabbed; the
         processor must feed ``to_q``/``to_k`` its inputs unchanged (as SD's do).
@@ -449,21 +456,40 @@ class Capture:
             raise NotImplementedError(f"{layer.name}: capture on a compiled UNet needs a cross-attention layer "
                                       "without spatial/group/cross norms")
         rows = self._batch.rows
-        self._store(layer, attn, attn.to_q(hidden_states[rows]), attn.to_k(encoder_hidden_states[rows]))
+        self._keep(layer, attn, attn.to_q(hidden_states[rows]), attn.to_k(encoder_hidden_states[rows]))
 
-    def _store(self, layer: CrossAttentionLayer, attn, query: torch.Tensor, key: torch.Tensor) -> None:
-        """Probabilities of the selected tokens of ``query`` ``(rows, n, heads·d)`` on ``key`` into the step buffer."""
+    def _keep(self, layer: CrossAttentionLayer, attn, query: torch.Tensor, key: torch.Tensor) -> None:
+        """Queue ``query`` ``(rows, n, heads·d)`` and ``key`` ``(rows, keys, heads·d)`` with the layers of their shape."""
         batch = self._batch
-        n = query.shape[1]
         h, w = layer.resolution(batch.latent_hw)
-        if h * w != n:
-            raise RuntimeError(f"{layer.name}: expected {h}x{w} queries for latent {batch.latent_hw}, got {n}")
-        upcast = bool(attn.upcast_attention)
-        values = batch.token_values(key.shape[1], attn.heads, torch.float32 if upcast else query.dtype)
-        probabilities = token_probabilities(query, key, values, heads=attn.heads, scale=attn.scale, upcast=upcast)
+        if h * w != query.shape[1]:
+            raise RuntimeError(f"{layer.name}: expected {h}x{w} queries for latent {batch.latent_hw}, "
+                               f"got {query.shape[1]}")
+        group = (query.shape, key.shape, query.dtype, attn.heads, attn.scale, bool(attn.upcast_attention))
+        batch.pending.setdefault(group, []).append((layer, attn, query, key))
+
+    def _store_pending(self, batch: _Batch) -> None:
+        """The step's maps into its buffer: one attention call per group of same-shaped layers.
+
+        A group's queries and keys are stacked along the rows, ``(layers·rows, n, heads·d)``; each layer's
+        slice of the probabilities goes to its place in the step buffer.
+        """
+        for (_, _, dtype, heads, scale, upcast), kept in batch.pending.items():
+            queries = kept[0][2] if len(kept) == 1 else torch.cat([query for _, _, query, _ in kept])
+            keys = kept[0][3] if len(kept) == 1 else torch.cat([key for _, _, _, key in kept])
+            values = batch.token_values(keys.shape[1], heads, torch.float32 if upcast else dtype, len(kept))
+            probabilities = token_probabilities(queries, keys, values, heads=heads, scale=scale, upcast=upcast)
+            rows = len(probabilities) // len(kept)
+            for index, (layer, attn, _, _) in enumerate(kept):
+                self._write(layer, attn.heads, probabilities[index * rows : (index + 1) * rows])
+        batch.pending.clear()
+
+    def _write(self, layer: CrossAttentionLayer, heads: int, probabilities: torch.Tensor) -> None:
+        """One layer's probabilities ``(rows, heads, n, width)`` of the selected tokens into the step buffer."""
+        batch = self._batch
         mean_heads = self.selection.heads == "mean"
         start, end = self._extents[layer.name]
-        target = batch.target()[:, :, start:end].unflatten(-1, (1 if mean_heads else attn.heads, n))
+        target = batch.target()[:, :, start:end].unflatten(-1, (1 if mean_heads else heads, probabilities.shape[2]))
         if batch.uncond_offset:  # rows are [uncond, cond]; cond slots come first in the buffer
             store_tokens(target[:, : batch.cond_width], probabilities[batch.uncond_offset :], mean_heads=mean_heads)
             store_tokens(target[:, batch.cond_width :], probabilities[: batch.uncond_offset], mean_heads=mean_heads)

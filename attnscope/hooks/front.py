@@ -58,7 +58,7 @@ def capture(
         resume: append to an existing run file with the same settings.
         overwrite: replace an existing run file (anything else at ``sink`` is
             never overwritten).
-        storage: how the file keeps the maps — "lossless" (Blosc2, default),
+        storage: how the file keeps the maps — "lossless" (Zstandard, default),
             "quantised" (8-bit, absolute error ≤ 1.96e-3, read back as float32) or
             "raw" (uncompressed); see :mod:`attnscope.store.compression`.
         block: ``"image-to-text"`` stores a joint-attention transformer's other

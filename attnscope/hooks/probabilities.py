@@ -9,6 +9,10 @@ kernel that reads ``q`` and ``k`` once, in the layout the layer produced them,
 and never writes the ``(rows, heads, n, keys)`` scores — returns the selected
 probabilities, normalised over all keys as the model normalised them. A
 head mean written straight into the step's buffer is the only other kernel.
+On a GPU the call goes straight to the memory-efficient kernel: it takes a
+value width unlike the query's, and at batch 1, where sampling is bound by
+the host launching kernels, its host-side cost is the lowest (cuDNN's,
+which PyTorch would pick on Hopper, builds its call on the host each time).
 """
 
 from __future__ import annotations
@@ -46,6 +50,9 @@ def token_probabilities(
     k = key.unflatten(-1, (heads, -1)).transpose(1, 2)
     if upcast:
         q, k = q.float(), k.float()
+    if q.is_cuda and q.shape[-1] % ALIGNMENT == 0:  # the memory-efficient kernel, named: no backend choice, the
+        # lightest host side; it needs head dims in whole 16-byte vectors (SD's 40, 64, 80, 160; not a toy's 4)
+        return torch.ops.aten._scaled_dot_product_efficient_attention(q, k, values, None, False, scale=scale)[0]
     return F.scaled_dot_product_attention(q, k, values, scale=scale)
 
 

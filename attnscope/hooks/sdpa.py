@@ -195,6 +195,10 @@ def selected_probabilities(
         return probs.mean(dim=1, keepdim=True) if mean_heads else probs
     batch, heads = call.query.shape[:2]
     query = call.query[:, :, query_rows]
+    if mean_heads and call.attn_mask is None and call.lse is not None and _fusable(query, key_index.shape[1]):
+        from attnscope.hooks.fused import head_mean_probabilities  # Triton: only where CUDA is
+
+        return head_mean_probabilities(query, call.key, key_index, call.lse[:, :, query_rows], call.scale)
     index = key_index[:, None, :, None].expand(batch, heads, -1, call.key.shape[-1])
     keys = call.key.expand(batch, heads, -1, -1).gather(2, index)
     scores = _scores(query, keys).mul_(call.scale)
@@ -205,6 +209,17 @@ def selected_probabilities(
         scores += rows.gather(-1, key_index[:, None, None, :].expand(batch, heads, rows.shape[2], -1))
     probs = scores.sub_(row_logsumexp(call, query_rows)[..., None]).exp_()
     return probs.mean(dim=1, keepdim=True) if mean_heads else probs
+
+
+def _fusable(query: torch.Tensor, key_count: int) -> bool:
+    """Whether the one-kernel head mean of :mod:`attnscope.hooks.fused` takes ``query`` ``(B, H, n, D)``."""
+    if not query.is_cuda:
+        return False
+    try:
+        from attnscope.hooks.fused import fits
+    except ImportError:  # a CUDA build of PyTorch without Triton
+        return False
+    return fits(query, key_count)
 
 
 def _scores(query: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:

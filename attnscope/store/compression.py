@@ -2,7 +2,7 @@
 
 * ``lossless``: the capture dtype's bit patterns (float16 by default), each
   stored step XOR the step before it (the first stored step as is), through
-  Blosc2 (zstd, level 1, byte shuffle) from ``hdf5plugin``. A map changes
+  HDF5's byte shuffle and the Zstandard filter (level 1) of ``hdf5plugin``. A map changes
   little from one step to the next, so sign, exponent and leading mantissa
   bits XOR to zero and compress; the values come back bit for bit (decoding:
   a cumulative XOR along the steps). Without ``hdf5plugin`` the writer warns
@@ -10,9 +10,10 @@
   everywhere, larger and slower to write.
 * ``quantised``: probabilities rounded to multiples of ``QUANTUM = 1/255``
   (``uint8`` codes 0…255), stored as differences between consecutive stored
-  steps (mod 256; the first stored step holds the code itself), through
-  Blosc2 (zstd, level 1, bit shuffle). Maps change little from one step to the
-  next, so the differences are mostly 0 and ±1 and compress well. Maximum
+  steps (mod 256; the first stored step holds the code itself), bit-shuffled
+  and compressed. Maps change little from one step to the
+  next, so the differences are mostly 0 and ±1 and compress well. The filter
+  is ``hdf5plugin``'s Bitshuffle with Zstandard (level 1). Maximum
   absolute error on a probability: ``MAX_ERROR = QUANTUM / 2 ≈ 1.96e-3``. The
   rounding is absolute, not per map: a map whose values all lie under 0.01
   keeps only two or three levels — analyse such maps from a lossless file.
@@ -42,7 +43,7 @@ import h5py
 import numpy as np
 import torch
 
-try:  # registers the Blosc2/Zstd HDF5 filters with h5py
+try:  # registers the Zstandard and Bitshuffle HDF5 filters with h5py
     import hdf5plugin
 except ImportError:  # pragma: no cover - depends on the machine
     hdf5plugin = None
@@ -67,14 +68,15 @@ def _filter(mode: str) -> tuple[str, dict]:
     if hdf5plugin is None:
         warnings.warn(
             f"hdf5plugin is not installed: {mode} run files fall back to gzip (level 1, shuffle), which is "
-            "larger and slower to write; `pip install hdf5plugin` for Blosc2",
+            "larger and slower to write; `pip install hdf5plugin` for Zstandard",
             stacklevel=3,
         )
         return "gzip-1-shuffle", {"compression": "gzip", "compression_opts": 1, "shuffle": True}
-    blosc = hdf5plugin.Blosc2
+    # Not Blosc2: its HDF5 filter builds a frame per chunk, which made it 2.5-4x slower on chunks of one
+    # token's map (docs/format.md, "Choosing the codec") for the same bytes.
     if mode == "quantised":
-        return "blosc2-zstd-1-bitshuffle", dict(blosc(cname="zstd", clevel=1, filters=blosc.BITSHUFFLE))
-    return "blosc2-zstd-1-shuffle", dict(blosc(cname="zstd", clevel=1, filters=blosc.SHUFFLE))
+        return "bitshuffle-zstd-1", dict(hdf5plugin.Bitshuffle(cname="zstd", clevel=1))
+    return "zstd-1-shuffle", {"shuffle": True, **hdf5plugin.Zstd(clevel=1)}
 
 
 @dataclass(frozen=True)
