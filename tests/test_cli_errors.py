@@ -122,6 +122,18 @@ def test_selections_that_do_not_fit_the_model_or_prompt_are_refused_before_sampl
     assert not (tmp_path / "run.h5").exists()
 
 
+def test_captured_steps_are_checked_against_the_default_sampler_when_steps_are_not_given(tmp_path, capsys):
+    """Without --steps the default sampler's step count (DPM-Solver++, 10 steps) bounds --steps-captured."""
+    default = ["--model", "tiny-sd", "--height", "64", "--width", "64", "--no-progress"]
+    out = tmp_path / "run.h5"
+    err = refused(capsys, ["capture", "--prompt", "a wooden bench", *default, "--steps-captured", "10",
+                           "--out", str(out)])
+    assert err.endswith("--steps-captured [10]: outside the 10 sampling steps (0..9)")
+    assert main(["capture", "--prompt", "a wooden bench", *default, "--steps-captured", "0,-1", "--out", str(out)]) == 0
+    with RunFile(out) as runs:
+        assert len(runs.schema.steps) == 2
+
+
 def test_a_prompt_longer_than_the_model_reads_is_refused(tmp_path, capsys):
     prompt = "a wooden bench " * 20  # about 160 tokens
     err = refused(capsys, ["capture", "--prompt", prompt, *TINY, "--out", str(tmp_path / "run.h5")])

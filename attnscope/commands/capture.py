@@ -45,7 +45,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                        help="phrase whose concept map (ConceptAttention-style) is stored too; repeatable; "
                             "SD3/Flux only")
     group.add_argument("--storage", choices=STORAGE_MODES, default="lossless",
-                       help="lossless (Blosc2, default), quantised (8-bit, max abs error 1.96e-3) or raw")
+                       help="lossless (Zstandard, default), quantised (8-bit, max abs error 1.96e-3) or raw")
     parser.add_argument("--out", type=Path, default=Path("run.h5"),
                         help="run file to write (default run.h5); images go beside it as OUT-<run>.png")
     existing = parser.add_mutually_exclusive_group()

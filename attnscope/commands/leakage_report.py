@@ -85,7 +85,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                             "(default with a VQA judge)")
     bench.add_argument("--no-capture", action="store_true", help="do not record attention maps (no examples)")
     bench.add_argument("--storage", choices=STORAGE_MODES, default="lossless",
-                       help="how run files keep the maps: lossless (Blosc2, default), quantised (8-bit, "
+                       help="how run files keep the maps: lossless (Zstandard, default), quantised (8-bit, "
                             "error <= 1.96e-3) or raw")
     model = parser.add_argument_group("model and judge")
     model.add_argument("--model", default="toy", help="'toy' (built-in, default), a diffusers folder or cached hub id")

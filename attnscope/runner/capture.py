@@ -84,8 +84,9 @@ def check_request(pipe, request: CaptureRequest) -> None:
     if request.negative_prompt:
         check_prompt_length(pipe, [request.negative_prompt], "--negative-prompt")
     request.selection.check_prompts(pipe.tokenizer, request.prompts)
-    steps, captured = settings.steps, request.selection.steps
-    if captured is not None:
+    steps = settings.for_pipeline(pipe).steps or pipeline_default(pipe, "num_inference_steps")
+    captured = request.selection.steps
+    if captured is not None and steps is not None:
         late = [s for s in captured if not -steps <= s < steps]
         if late:
             raise UsageError(f"--steps-captured {late}: outside the {steps} sampling steps (0..{steps - 1})")
