@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         _quiet_libraries()
         module = import_module(f"attnscope.commands.{COMMANDS[args.command]}")
-        return int(module.run(args) or 0)
+        return int(module.main(args) or 0)
     except BrokenPipeError:  # output piped into `head` and the like, which stopped reading
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit flush cannot fail again
         return 1

@@ -62,8 +62,8 @@ from attnscope.models.loading import load_toy_and_oracle
 from attnscope.models.prompts import text_embedder
 from attnscope.report import ReportInputs, StateInfo, write_leakage_report
 from attnscope.report.inside import full_change_sentence, parts_sentence, tradeoff_section, tradeoff_study
-from attnscope.runner import BASE, Plan, Reduction, State, read_ledgers, run_state
-from attnscope.runner.run import check_plan
+from attnscope.runner import BASE, Plan, Reduction, State, read_ledgers, sample_state
+from attnscope.runner.passes import check_plan
 from attnscope.runner.shard import Shard
 from attnscope.runner.tradeoff import concept_ladder, hyper_sweeps, point_states, tradeoff_plan
 from attnscope.sampling import SamplerSettings
@@ -152,9 +152,9 @@ def run_ablation(pipe, oracle, args: argparse.Namespace) -> None:
         if state.name == FULL and not (folder / f"{FULL}.edit").exists():
             state.edit.save(folder / f"{FULL}.edit")
         started = time.time()
-        run = run_state(pipe, state, plan, folder, judge=oracle, capture_maps=state.name in (BASE.name, FULL),
-                        batch_size=args.batch_size, progress=False)
-        print(f"{state.name}: {run.sampled} sampled, {run.judged} judged in {time.time() - started:.0f} s", flush=True)
+        done = sample_state(pipe, state, plan, folder, judge=oracle, capture_maps=state.name in (BASE.name, FULL),
+                            batch_size=args.batch_size, progress=False)
+        print(f"{state.name}: {done.sampled} sampled, {done.judged} judged in {time.time() - started:.0f} s", flush=True)
 
 
 # --------------------------------------------------------------------------- trade-off
@@ -185,9 +185,9 @@ def run_tradeoff_phase(pipe, oracle, args: argparse.Namespace) -> None:
         pipe, [p for p in points if p.name in chosen], folder, concepts=concepts)
     for state in states:
         started = time.time()
-        run = run_state(pipe, state, plan, folder, judge=oracle, capture_maps=False, batch_size=args.batch_size,
-                        progress=False)
-        print(f"{state.name}: {run.sampled} sampled, {run.judged} judged in {time.time() - started:.0f} s", flush=True)
+        done = sample_state(pipe, state, plan, folder, judge=oracle, capture_maps=False, batch_size=args.batch_size,
+                            progress=False)
+        print(f"{state.name}: {done.sampled} sampled, {done.judged} judged in {time.time() - started:.0f} s", flush=True)
 
 
 # --------------------------------------------------------------------------- report

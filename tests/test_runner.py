@@ -14,7 +14,7 @@ from attnscope import cli
 from attnscope.datasets.see import build_pair_prompts, build_toy_prompts, split, toy_recipe
 from attnscope.judges import ToyOracle
 from attnscope.models.toy import ToyModelConfig, build_toy_pipeline
-from attnscope.runner import BASE, RECORD_COLUMNS, Ledger, Plan, Reduction, edited_states, job_key, run_benchmark
+from attnscope.runner import BASE, RECORD_COLUMNS, Ledger, Plan, Reduction, edited_states, job_key, sample_states
 from attnscope.sampling import SamplerSettings
 from attnscope.store import RunFile
 from attnscope.store.reader import index_runs
@@ -99,9 +99,9 @@ def test_ledger_drops_a_cut_line_and_incomplete_jobs(tmp_path):
 def test_benchmark_writes_run_files_and_one_record_per_question(tmp_path, pipe, rows, oracle):
     plan = small_plan(rows)
     states = [BASE, *edited_states(pipe, ["uce"], ["bench"], tmp_path)]
-    runs = run_benchmark(pipe, plan, states, tmp_path, judge=oracle, batch_size=4, progress=False)
+    passes = sample_states(pipe, plan, states, tmp_path, judge=oracle, batch_size=4, progress=False)
     n = len(plan.jobs())
-    assert n == 12 and [(r.state, r.sampled, r.judged) for r in runs] == [("base", n, n), ("uce-bench", n, n)]
+    assert n == 12 and [(p.state, p.sampled, p.judged) for p in passes] == [("base", n, n), ("uce-bench", n, n)]
 
     questions = sum(len(r.prompt.questions) for r in plan.rows) * len(plan.seeds)
     for state in states:
@@ -113,19 +113,19 @@ def test_benchmark_writes_run_files_and_one_record_per_question(tmp_path, pipe, 
         assert len(lines) == 1 + questions
     assert (tmp_path / "uce-bench.edit").exists()
 
-    again = run_benchmark(pipe, plan, states, tmp_path, judge=oracle, batch_size=4, progress=False)
+    again = sample_states(pipe, plan, states, tmp_path, judge=oracle, batch_size=4, progress=False)
     assert [(r.sampled, r.judged) for r in again] == [(0, 0), (0, 0)]
     with pytest.raises(ValueError, match="another benchmark"):
-        run_benchmark(pipe, small_plan(rows, seeds=(0,)), states, tmp_path, judge=oracle, progress=False)
+        sample_states(pipe, small_plan(rows, seeds=(0,)), states, tmp_path, judge=oracle, progress=False)
 
 
 def test_runs_captured_but_not_judged_are_judged_from_the_run_file(tmp_path, pipe, rows, oracle):
     plan = small_plan(rows, seeds=(0,))
-    run_benchmark(pipe, plan, [BASE], tmp_path, judge=oracle, batch_size=4, progress=False)
+    sample_states(pipe, plan, [BASE], tmp_path, judge=oracle, batch_size=4, progress=False)
     answers = tmp_path / "base.answers.csv"
     full = answers.read_text()
     answers.write_text("\n".join(full.splitlines()[:2]) + "\n")  # as if killed after capture, before judging
-    (again,) = run_benchmark(pipe, plan, [BASE], tmp_path, judge=oracle, batch_size=4, progress=False)
+    (again,) = sample_states(pipe, plan, [BASE], tmp_path, judge=oracle, batch_size=4, progress=False)
     first_job = 1 + len(plan.rows[0].prompt.questions) == 2  # its only answer was kept
     assert again.sampled == 0 and again.judged == len(plan.rows) - first_job
     assert sorted(answers.read_text().splitlines()) == sorted(full.splitlines())
@@ -134,8 +134,8 @@ def test_runs_captured_but_not_judged_are_judged_from_the_run_file(tmp_path, pip
 def test_without_judge_or_capture_every_job_is_sampled(tmp_path, pipe, rows):
     plan = small_plan(rows, seeds=(0,))
     for _ in range(2):
-        (run,) = run_benchmark(pipe, plan, [BASE], tmp_path, judge=None, capture_maps=False, progress=False)
-        assert run.sampled == len(plan.rows) and run.images_per_second > 0
+        (done,) = sample_states(pipe, plan, [BASE], tmp_path, judge=None, capture_maps=False, progress=False)
+        assert done.sampled == len(plan.rows) and done.images_per_second > 0
     assert not list(tmp_path.glob("*.h5")) and not list(tmp_path.glob("*.csv"))
 
 

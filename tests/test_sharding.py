@@ -54,10 +54,10 @@ def test_shards_are_strided_and_files_named_per_rank(tmp_path):
 def run_everything(folder: Path, pipe, plan, shard: Shard) -> list:
     """The benchmark every process runs: the base model and its UCE erasure of "bench", judged by the oracle."""
     from attnscope.judges import ToyOracle
-    from attnscope.runner import BASE, edited_states, run_benchmark
+    from attnscope.runner import BASE, edited_states, sample_states
 
     states = [BASE, *edited_states(pipe, ["uce"], ["bench"], folder, shard=shard)]
-    return run_benchmark(pipe, plan, states, folder, judge=ToyOracle.load(), batch_size=BATCH, shard=shard,
+    return sample_states(pipe, plan, states, folder, judge=ToyOracle.load(), batch_size=BATCH, shard=shard,
                          progress=False)
 
 

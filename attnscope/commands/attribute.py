@@ -49,7 +49,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     return parser
 
 
-def run(args: argparse.Namespace) -> int:
+def main(args: argparse.Namespace) -> int:
     from attnscope.analyses.attribution import attribute_word
     from attnscope.report.attribution import attribution_lines, write_attribution
     from attnscope.sampling import SamplerSettings

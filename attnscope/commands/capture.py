@@ -90,7 +90,7 @@ def check_out(args: argparse.Namespace) -> None:
                           "or choose another --out")
 
 
-def run(args: argparse.Namespace) -> int:
+def main(args: argparse.Namespace) -> int:
     import torch
 
     from attnscope.hooks.selection import Selection

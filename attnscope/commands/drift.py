@@ -55,7 +55,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     return parser
 
 
-def run(args: argparse.Namespace) -> int:
+def main(args: argparse.Namespace) -> int:
     from attnscope.report.drift import drift_report, drift_text
     from attnscope.store import RunFile
 

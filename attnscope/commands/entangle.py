@@ -100,7 +100,7 @@ def _concepts(args: argparse.Namespace, target: str) -> list[str]:
     return concepts if target in concepts else [target, *concepts]
 
 
-def run(args: argparse.Namespace) -> int:
+def main(args: argparse.Namespace) -> int:
     from attnscope.analyses.entanglement import edit_entanglement
     from attnscope.report.entanglement import entanglement_text, result_rows, write_entanglement
 

@@ -142,7 +142,7 @@ def _is_edit_file(path: Path) -> bool:
     return is_edit_file(path)
 
 
-def run(args: argparse.Namespace) -> int:
+def main(args: argparse.Namespace) -> int:
     """Load the model, compute the edit, save it to ``--out`` and print a summary."""
     from attnscope.erasure import edit_changes
 

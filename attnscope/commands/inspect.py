@@ -12,7 +12,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     return parser
 
 
-def run(args: argparse.Namespace) -> int:
+def main(args: argparse.Namespace) -> int:
     from attnscope.store import RunFile
 
     with RunFile(args.run_file) as runs:

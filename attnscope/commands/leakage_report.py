@@ -130,7 +130,7 @@ def check_out(out: Path, phased: bool = False) -> None:
                           "choose an empty or new folder")
 
 
-def run(args: argparse.Namespace) -> int:
+def main(args: argparse.Namespace) -> int:
     from attnscope.report.side_effect_benchmark import leakage_report
     from attnscope.runner.leakage import IncompleteStates
 

@@ -41,7 +41,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     return parser
 
 
-def run(args: argparse.Namespace) -> int:
+def main(args: argparse.Namespace) -> int:
     from attnscope.figures.maps import word_map_grid
     from attnscope.figures.style import save
     from attnscope.store import RunFile

@@ -52,7 +52,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 LADDER = ("bench", "chair", "couch", "car", "bird", "pizza", "bus", "cat")
 
 
-def run(args: argparse.Namespace) -> int:
+def main(args: argparse.Namespace) -> int:
     from attnscope.datasets.toy_vocabulary import CLASSES
     from attnscope.judges import ToyOracle
     from attnscope.models import load_pipeline

@@ -41,7 +41,7 @@ from attnscope.runner import (
     init_distributed,
     judge_run_file,
     read_ledgers,
-    run_benchmark,
+    sample_states,
 )
 from attnscope.runner.presets import FULL_SEEDS, FULL_STEPS, REDUCED_SEEDS, REDUCED_STEPS, LeakageOptions
 from attnscope.sampling import SamplerSettings
@@ -123,9 +123,9 @@ def _generate(options: LeakageOptions, started: float) -> list[Path]:
     seeds, steps = len(plan.seeds), plan.settings.steps
     edited = edited_states(pipe, methods, options.erase, options.out, epochs=options.epochs, shard=shard)
     states = [BASE, *edited, *(part for kind in options.ablate for part in ablation_states(pipe, edited, kind))]
-    runs = run_benchmark(pipe, plan, states, options.out, judge=judge, capture_maps=not options.no_capture,
-                         batch_size=options.batch_size, shard=shard, progress=not options.no_progress,
-                         storage=options.storage)
+    passes = sample_states(pipe, plan, states, options.out, judge=judge, capture_maps=not options.no_capture,
+                               batch_size=options.batch_size, shard=shard, progress=not options.no_progress,
+                               storage=options.storage)
     if not shard.is_main:
         return []
     notes = []
@@ -134,7 +134,7 @@ def _generate(options: LeakageOptions, started: float) -> list[Path]:
                      f"The full benchmark is every prompt × {FULL_SEEDS} seeds × {FULL_STEPS} steps (--full).")
     timing = {r.state: {"sampled": r.sampled, "sample_seconds": round(r.sample_seconds, 2),
                         "images_per_second": round(r.images_per_second, 3), "judged": r.judged,
-                        "judge_seconds": round(r.judge_seconds, 2)} for r in runs}
+                        "judge_seconds": round(r.judge_seconds, 2)} for r in passes}
     inputs = ReportInputs(
         erased=plan.label,
         records=read_ledgers([options.out / f"{s.name}.answers.csv" for s in states]),

@@ -2,10 +2,10 @@
 
 ::
 
-    from attnscope.runner import BASE, Plan, Reduction, edited_states, run_benchmark
+    from attnscope.runner import BASE, Plan, Reduction, edited_states, sample_states
 
     states = [BASE, *edited_states(pipe, ["uce", "rece"], ["bench"], out)]
-    runs = run_benchmark(pipe, plan, states, out, judge=oracle, batch_size=16)
+    passes = sample_states(pipe, plan, states, out, judge=oracle, batch_size=16)
     # out/base.h5, out/uce-bench.h5, ...: images + attention maps (attnscope run files)
     # out/base.answers.csv, ...: one side-effect record per judged question
 
@@ -35,12 +35,12 @@ _EXPORTS = {
     "RECORD_COLUMNS": "records",
     "judge_jobs": "records",
     "read_ledgers": "records",
-    "StateRun": "run",
-    "judge_run_file": "run",
-    "judge_stored": "run",
-    "merge_state": "run",
-    "run_benchmark": "run",
-    "run_state": "run",
+    "StatePass": "passes",
+    "judge_run_file": "passes",
+    "judge_stored": "passes",
+    "merge_state": "passes",
+    "sample_states": "passes",
+    "sample_state": "passes",
     "Shard": "shard",
     "init_distributed": "shard",
     "BASE": "states",

@@ -4,7 +4,7 @@
 * **states** (:func:`run_timed_state`) — one model state, the base model or one
   method's edit of the plan's erased concepts, sampled with capture into
   ``{work}/{state}.h5`` and judged into ``{work}/{state}.answers.csv``
-  (:func:`~attnscope.runner.run.run_state`: resumable), then
+  (:func:`~attnscope.runner.passes.sample_state`: resumable), then
   ``{work}/{state}.timing.json``. An edited state computes only its own edit
   (``{work}/{state}.edit``), so states can run as parallel processes on one GPU;
   a re-run that finds nothing left to do keeps the timing file.
@@ -33,7 +33,7 @@ from attnscope.hooks import capture
 from attnscope.judges.base import Judge
 from attnscope.runner.plan import Plan, job_key
 from attnscope.runner.records import read_ledgers, record_key
-from attnscope.runner.run import run_state
+from attnscope.runner.passes import sample_state
 from attnscope.runner.states import BASE, edited_states, state_name
 from attnscope.runner.timing import device_name, timed
 from attnscope.sampling import SamplerSettings, batches, sample_batch
@@ -65,21 +65,21 @@ def run_timed_state(pipe, judge: Judge, method: str, plan: Plan, work: Path, *, 
     started = time.time()
     state = BASE if method == BASE.method else edited_states(pipe, [method], plan.erased, work, epochs=epochs)[0]
     edit_seconds = time.time() - started
-    run = run_state(pipe, state, plan, work, judge=judge, batch_size=batch_size, progress=progress)
+    done = sample_state(pipe, state, plan, work, judge=judge, batch_size=batch_size, progress=progress)
     path = work / f"{state.name}.timing.json"
-    if not (run.sampled or run.judged):
-        print(f"{state.name}: all {run.jobs} jobs were done already; kept {path.name}", flush=True)
+    if not (done.sampled or done.judged):
+        print(f"{state.name}: all {done.jobs} jobs were done already; kept {path.name}", flush=True)
         return None
     run_file = work / f"{state.name}.h5"
     timing = {
         "state": state.name,
         "method": state.method,
-        "jobs": run.jobs,
-        "sampled": run.sampled,
-        "sample_seconds": round(run.sample_seconds, 3),
-        "judged": run.judged,
-        "judge_seconds": round(run.judge_seconds, 3),
-        "images_per_second": round(run.images_per_second, 3) if run.sampled else None,
+        "jobs": done.jobs,
+        "sampled": done.sampled,
+        "sample_seconds": round(done.sample_seconds, 3),
+        "judged": done.judged,
+        "judge_seconds": round(done.judge_seconds, 3),
+        "images_per_second": round(done.images_per_second, 3) if done.sampled else None,
         "edit_seconds": round(edit_seconds, 3),
         "started": started,
         "finished": time.time(),
@@ -89,8 +89,8 @@ def run_timed_state(pipe, judge: Judge, method: str, plan: Plan, work: Path, *, 
         "run_file_gb": round(run_file.stat().st_size / 1e9 if run_file.exists() else 0.0, 6),
     }
     path.write_text(json.dumps(timing, indent=1))
-    print(f"{state.name}: {run.sampled} images with capture in {run.sample_seconds:.1f} s "
-          f"({run.images_per_second:.1f}/s), {run.judged} judged in {run.judge_seconds:.1f} s; wrote {path}",
+    print(f"{state.name}: {done.sampled} images with capture in {done.sample_seconds:.1f} s "
+          f"({done.images_per_second:.1f}/s), {done.judged} judged in {done.judge_seconds:.1f} s; wrote {path}",
           flush=True)
     return timing
 

@@ -8,7 +8,7 @@
     prompts = tradeoff_prompts(["bench", "chair", ...])                  # one prompt set for every point
 
 Every point is sampled on the same prompts and seeds as the base model
-(:func:`attnscope.runner.run.run_state`), and its records are relabelled with
+(:func:`attnscope.runner.passes.sample_state`), and its records are relabelled with
 its own erased set for the metrics (:func:`attnscope.analyses.tradeoff.tradeoff_rows`).
 Beside each edit (``{name}.edit``) goes ``{name}.point.json``: the point's
 description and its *pre-sampling predictor*, the mean relative movement of
@@ -196,7 +196,7 @@ def run_tradeoff(pipe, points: Sequence[Point], plan, folder: Path, *, judge, co
     ``only``: state names to run (the others are skipped: a share of the work
     for one process). Returns the names of the states run.
     """
-    from attnscope.runner.run import check_plan, run_state
+    from attnscope.runner.passes import check_plan, sample_state
     from attnscope.runner.shard import Shard
     from attnscope.runner.states import BASE
 
@@ -206,6 +206,6 @@ def run_tradeoff(pipe, points: Sequence[Point], plan, folder: Path, *, judge, co
     states = ([BASE] if only is None or BASE.name in only else []) + point_states(pipe, chosen, folder,
                                                                                    concepts=concepts)
     for state in states:
-        run_state(pipe, state, plan, folder, judge=judge, capture_maps=False, batch_size=batch_size,
+        sample_state(pipe, state, plan, folder, judge=judge, capture_maps=False, batch_size=batch_size,
                   progress=progress)
     return [s.name for s in states]

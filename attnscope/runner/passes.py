@@ -1,6 +1,6 @@
 """Sample, capture and judge every job of a plan for each model state; resumable.
 
-For each :class:`~attnscope.runner.states.State`, :func:`run_state` applies
+For each :class:`~attnscope.runner.states.State`, :func:`sample_state` applies
 its edit in place, cuts the plan's jobs (this rank's shard) into fixed
 batches, and for each batch not yet done samples it with cross-attention
 capture into ``{state}.h5`` and asks the judge every question, appending the
@@ -11,13 +11,13 @@ file and its answers are in the ledger. Batches whose jobs are all done are
 skipped; runs captured but not yet judged are judged from their stored image;
 any other batch is sampled again whole. Batches are cut from the full job
 list, so a job always lands in the same batch and its image does not depend
-on where a previous run stopped.
+on where a previous pass stopped.
 
 Several processes (``torchrun``, :mod:`attnscope.runner.shard`) share the
 batches, not the jobs: rank ``r`` of ``w`` samples batches ``r, r + w, ...``
 of that same cut, so every job is sampled in the same batch whatever the
 number of processes, and the merged answers (put back in plan order) give
-the metrics of a one-process run.
+the metrics of a one-process pass.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ from attnscope.store.tables import write_table
 
 
 @dataclass
-class StateRun:
+class StatePass:
     """What one rank did for one state: counts and seconds spent sampling (with capture) and judging."""
 
     state: str
@@ -85,7 +85,7 @@ def _expected(jobs: Sequence[Job], rows: Mapping[str, SplitRow]) -> dict[Key, in
     return {job_key(job): len(rows[job.extra["prompt_id"]].prompt.questions) for job in jobs}
 
 
-def run_state(
+def sample_state(
     pipe,
     state: State,
     plan: Plan,
@@ -97,17 +97,17 @@ def run_state(
     shard: Shard = Shard(),
     progress: bool = True,
     storage: str = "lossless",
-) -> StateRun:
+) -> StatePass:
     """Sample (and capture, and judge) this rank's share of ``plan`` for ``state``; see the module docstring.
 
     ``judge=None`` only samples (and captures); with neither a judge nor
-    capture nothing is kept, and every job is sampled (a timing run).
+    capture nothing is kept, and every job is sampled (a timing pass).
     ``storage`` is the run file's map storage ("lossless", "quantised", "raw").
     """
     mine = shard.take(list(batches(plan.jobs(), batch_size)))  # whole batches: see the module docstring
     jobs = [job for batch in mine for job in batch]
     rows = plan.by_id()
-    result = StateRun(state.name, len(jobs))
+    result = StatePass(state.name, len(jobs))
     run_path = shard.file(folder, state.name, ".h5") if capture_maps else None
     ledger = Ledger(shard.file(folder, state.name, ".answers.csv"), _expected(jobs, rows)) if judge else None
 
@@ -197,7 +197,7 @@ def check_plan(folder: Path, description: Mapping[str, Any], shard: Shard) -> No
     shard.barrier()
 
 
-def run_benchmark(
+def sample_states(
     pipe,
     plan: Plan,
     states: Sequence[State],
@@ -209,8 +209,8 @@ def run_benchmark(
     shard: Shard = Shard(),
     progress: bool = True,
     storage: str = "lossless",
-) -> list[StateRun]:
-    """:func:`run_state` then :func:`merge_state` for every state; returns this rank's :class:`StateRun` s.
+) -> list[StatePass]:
+    """:func:`sample_state` then :func:`merge_state` for every state; returns this rank's :class:`StatePass` s.
 
     Afterwards ``folder`` holds ``{state}.h5`` (with capture),
     ``{state}.answers.csv`` (with a judge) and ``plan.json``.
@@ -224,7 +224,7 @@ def run_benchmark(
     }, shard)
     results = []
     for state in states:
-        results.append(run_state(pipe, state, plan, folder, judge=judge, capture_maps=capture_maps,
+        results.append(sample_state(pipe, state, plan, folder, judge=judge, capture_maps=capture_maps,
                                  batch_size=batch_size, shard=shard, progress=progress, storage=storage))
         merge_state(state, folder, shard, capture_maps=capture_maps, plan=plan)
     return results
@@ -239,7 +239,7 @@ def judge_run_file(
     *,
     erased: str,
     batch_size: int = 8,
-) -> StateRun:
+) -> StatePass:
     """Judge the images of an existing run file into ``folder/{state.name}.answers.csv`` (resumable).
 
     Runs are matched to ``rows`` by their ``prompt_id`` metadata, or else by
@@ -252,4 +252,4 @@ def judge_run_file(
         jobs = [Job(rows[pid].prompt.prompt, seed, extra={"prompt_id": pid}) for pid, seed in sorted(index)]
         ledger = Ledger(folder / f"{state.name}.answers.csv", _expected(jobs, rows))
         judged = judge_stored(judge, runs, index, jobs, rows, ledger, state=state, erased=erased, batch_size=batch_size)
-    return StateRun(state.name, len(jobs), judged=judged, judge_seconds=time.perf_counter() - started)
+    return StatePass(state.name, len(jobs), judged=judged, judge_seconds=time.perf_counter() - started)
