@@ -13,9 +13,6 @@ from __future__ import annotations
 
 import argparse
 import time
-from collections import defaultdict
-from typing import TYPE_CHECKING
-
 from pathlib import Path
 
 from attnscope.commands.common import (
@@ -27,12 +24,6 @@ from attnscope.commands.common import (
     refuse_overwrite,
 )
 from attnscope.errors import UnreadableFile
-
-if TYPE_CHECKING:
-    from attnscope.erasure.edit import Edit, TensorChange
-
-# Hyper-parameter flags: argparse dest → keyword of erase_uce/erase_rece.
-_HYPER = ("lam", "uce_lam", "erase_scale", "preserve_scale", "lam_r", "epochs", "token_choice")
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -72,68 +63,15 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     return parser
 
 
-def _compute(pipe, args: argparse.Namespace):
-    from attnscope.erasure import PRESETS, edit_from_lora, edit_from_unet_state_dict, erase_rece, erase_uce
+def request_from(args: argparse.Namespace):
+    """The :class:`~attnscope.erasure.request.EditRequest` the flags ask for."""
+    from attnscope.erasure.request import HYPER_PARAMETERS, EditRequest
 
-    preset = PRESETS[args.preset] if args.preset else None
-    method = args.method or (preset.method if preset else "uce")
-    if preset and preset.method != method:
-        raise ValueError(f"preset {preset.name} is for --method {preset.method}, not {method}")
-    if method in ("checkpoint", "lora"):
-        if not args.weights:
-            raise ValueError(f"--method {method} needs --weights PATH")
-        if method == "checkpoint":
-            return edit_from_unet_state_dict(pipe, args.weights)
-        return edit_from_lora(pipe, args.weights, scale=args.lora_scale)
-    if not args.concept:
-        raise ValueError(f"--method {method} needs at least one --concept")
-    check_texts(pipe, args)
-    kwargs = dict(preset.kwargs) if preset else {}
-    kwargs.update({k: getattr(args, k) for k in _HYPER if getattr(args, k) is not None})
-    rece_only = [k for k in ("uce_lam", "lam_r", "epochs") if k in kwargs]
-    if method == "uce" and rece_only:
-        raise ValueError(f"{', '.join(rece_only)}: RECE options, not UCE ones")
-    guides = args.guide if args.guide is not None else ([preset.guide] if preset else None)
-    erase = erase_uce if method == "uce" else erase_rece
-    return erase(
-        pipe, args.concept, guides, args.preserve,
-        layers=args.layers or "all", progressive=args.progressive, **kwargs,
+    return EditRequest(
+        method=args.method, concepts=args.concept, guides=args.guide, preserve=args.preserve, preset=args.preset,
+        hyper={k: getattr(args, k) for k in HYPER_PARAMETERS if getattr(args, k) is not None},
+        layers=args.layers, progressive=args.progressive, weights=args.weights, lora_scale=args.lora_scale,
     )
-
-
-def summary(edit: "Edit", pipe_changes: "list[TensorChange]", seconds: float) -> str:
-    """A short report: method, concepts, time, and per-layer relative change of K and V."""
-    meta = edit.meta
-    lines = [
-        f"{meta['method']} edit of {meta.get('base_model')} in {seconds:.3f} s: "
-        f"{len(edit.tensors)} tensors changed"
-        + (f", concepts {meta['concepts']}" if "concepts" in meta else "")
-        + (f", stages {len(meta['stages'])}" if meta.get("stages") else ""),
-    ]
-    if all(r.name.endswith((".to_k.weight", ".to_v.weight")) for r in pipe_changes):
-        by_layer: dict[str, dict[str, float]] = defaultdict(dict)
-        for row in pipe_changes:
-            layer, projection = row.name.partition(".")[2].removesuffix(".weight").rsplit(".", 1)
-            by_layer[layer][projection] = row.relative
-        lines.append(f"{'layer':<64} {'‖ΔK‖/‖K‖':>10} {'‖ΔV‖/‖V‖':>10}")
-        for layer, rel in by_layer.items():
-            lines.append(f"{layer:<64} {rel.get('to_k', 0.0):>10.4f} {rel.get('to_v', 0.0):>10.4f}")
-    else:
-        top = sorted(pipe_changes, key=lambda r: -r.relative)[:20]
-        lines.append(f"largest relative changes ({len(top)} of {len(pipe_changes)}):")
-        lines += [f"  {r.name:<80} {r.relative:>10.4g}" for r in top]
-    return "\n".join(lines)
-
-
-def check_texts(pipe, args: argparse.Namespace) -> None:
-    """Refuse empty concepts and words outside the model's vocabulary (they would edit ``<unk>``)."""
-    from attnscope.models.checks import check_prompt_length, check_vocabulary
-
-    check_vocabulary(pipe, args.concept, "--concept")
-    check_vocabulary(pipe, args.guide or [], "--guide", allow_empty=True)
-    check_vocabulary(pipe, args.preserve, "--preserve")
-    for option, texts in (("--concept", args.concept), ("--guide", args.guide or []), ("--preserve", args.preserve)):
-        check_prompt_length(pipe, texts, option)
 
 
 def _is_edit_file(path: Path) -> bool:
@@ -145,19 +83,21 @@ def _is_edit_file(path: Path) -> bool:
 def main(args: argparse.Namespace) -> int:
     """Load the model, compute the edit, save it to ``--out`` and print a summary."""
     from attnscope.erasure import edit_changes
+    from attnscope.erasure.request import compute_edit
+    from attnscope.report.edit import edit_summary
 
     refuse_overwrite(args.out, "--out", overwrite=args.overwrite, kind="an attnscope edit file", is_kind=_is_edit_file)
     if args.weights and not Path(args.weights).is_file():
         raise UnreadableFile(f"--weights {args.weights}: no such file")
     pipe = load_from_args(args)
     started = time.perf_counter()
-    edit = _compute(pipe, args)
+    edit = compute_edit(pipe, request_from(args))
     if pipe.device.type == "cuda":
         import torch
 
         torch.cuda.synchronize(pipe.device)
     seconds = time.perf_counter() - started
     path = edit.save(args.out)
-    print(summary(edit, edit_changes(pipe, edit), seconds))
+    print(edit_summary(edit, edit_changes(pipe, edit), seconds))
     print(f"wrote {path}")
     return 0

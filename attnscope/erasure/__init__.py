@@ -24,6 +24,8 @@ _EXPORTS = {
     "applied_edits": "edit",
     "base_fingerprint": "edit",
     "edit_changes": "edit",
+    "EditRequest": "request",
+    "compute_edit": "request",
     "TOKEN_CHOICES": "methods",
     "METHODS": "methods",
     "EraseKeys": "embeddings",
