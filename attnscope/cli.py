@@ -1,7 +1,7 @@
 """The ``attnscope`` command: one sub-command per job.
 
 Each sub-command lives in ``attnscope/commands/<name>.py`` and exposes
-``add_parser(subparsers)`` and ``run(args) -> int``; modules are imported
+``add_parser(subparsers)`` and ``main(args) -> int``; modules are imported
 only when their command runs, so ``attnscope --help`` is instant.
 
 Failures end in one line on stderr and an exit status, never a traceback

@@ -91,8 +91,20 @@ def test_layers_of_one_shape_share_one_attention_call_per_step(sd, monkeypatch):
     assert cap.maps(LAYER).shape[0] == 2
 
 
+def test_maps_are_the_same_when_held_layers_are_mapped_early(sd, monkeypatch):
+    """Held q/k are mapped once they keep HELD_BYTES alive; mapping every layer at once gives the same maps."""
+    hooks = importlib.import_module("attnscope.hooks.capture")
+    with capture(sd, dtype=torch.float32) as grouped:
+        sample(sd, steps=2, guidance_scale=7.5)
+    monkeypatch.setattr(hooks, "HELD_BYTES", 1)
+    with capture(sd, dtype=torch.float32) as one_by_one:
+        sample(sd, steps=2, guidance_scale=7.5)
+    for layer in cross_attention_layers(sd.unet):
+        assert np.allclose(grouped.maps(layer.name), one_by_one.maps(layer.name), atol=1e-6), layer.name
+
+
 def test_layers_stored_in_another_order_than_they_run_give_the_same_maps(sd):
-    """Groups only join layers whose maps sit side by side in the file; reversed storage splits every group."""
+    """The step buffer is laid out in the stored order, whatever order the layers run and are grouped in."""
     with capture(sd, dtype=torch.float32) as usual:
         sample(sd, steps=2)
     reordered = capture(sd, dtype=torch.float32)

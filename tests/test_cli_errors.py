@@ -134,6 +134,16 @@ def test_captured_steps_are_checked_against_the_default_sampler_when_steps_are_n
         assert len(runs.schema.steps) == 2
 
 
+def test_a_transformer_capture_resumes(tmp_path):
+    """Resuming compares the file's image size with the model's default: a DiT has a transformer, not a UNet."""
+    out = tmp_path / "run.h5"
+    flux = ["--model", "tiny-flux", "--steps", "2", "--no-progress", "--out", str(out)]
+    assert main(["capture", "--prompt", "a wooden bench", *flux]) == 0
+    assert main(["capture", "--prompt", "a wooden bench", "--prompt", "a red car", *flux, "--resume"]) == 0
+    with RunFile(out) as runs:
+        assert list(runs.column("prompt")) == ["a wooden bench", "a red car"]
+
+
 def test_a_prompt_longer_than_the_model_reads_is_refused(tmp_path, capsys):
     prompt = "a wooden bench " * 20  # about 160 tokens
     err = refused(capsys, ["capture", "--prompt", prompt, *TINY, "--out", str(tmp_path / "run.h5")])

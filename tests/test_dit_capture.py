@@ -316,7 +316,8 @@ def test_the_one_kernel_head_mean_equals_the_pytorch_ops(dtype):
     fused = head_mean_probabilities(query[:, :, image_rows], key, key_index, lse[:, :, image_rows], scale)
     reference = sdpa.selected_probabilities(SDPACall(query, key, None, scale, None), image_rows, key_index,
                                             mean_heads=True)  # recomputed normaliser: the unfused path
-    assert sdpa._fusable(query[:, :, image_rows], key_index.shape[1])
+    assert sdpa._fusable(query[:, :, image_rows], key, key_index)
+    assert not sdpa._fusable(query[:, :, image_rows], key[:, :1], key_index)  # one key head: the PyTorch path
     assert fused.shape == reference.shape == (batch, 1, image, 17)
     assert torch.allclose(fused, reference, atol=1e-5, rtol=1e-3)
     through_capture = sdpa.selected_probabilities(call, image_rows, key_index, mean_heads=True)  # takes the kernel

@@ -8,6 +8,7 @@ from attnscope.erasure.edit import Edit
 
 HYPER_PARAMETERS = ("lam", "uce_lam", "erase_scale", "preserve_scale", "lam_r", "epochs", "token_choice")
 RECE_ONLY = ("uce_lam", "lam_r", "epochs")
+METHOD_NAMES = ("uce", "rece", "checkpoint", "lora")
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,10 @@ def compute_edit(pipe, request: EditRequest) -> Edit:
 
     preset = PRESETS[request.preset] if request.preset else None
     method = request.method or (preset.method if preset else "uce")
+    if method not in METHOD_NAMES:
+        raise ValueError(f"method {method!r}: use one of {', '.join(METHOD_NAMES)}")
+    if unknown := sorted(set(request.hyper) - set(HYPER_PARAMETERS)):
+        raise ValueError(f"{', '.join(unknown)}: not hyper-parameters of UCE/RECE ({', '.join(HYPER_PARAMETERS)})")
     if preset and preset.method != method:
         raise ValueError(f"preset {preset.name} is for --method {preset.method}, not {method}")
     if method in ("checkpoint", "lora"):

@@ -17,7 +17,8 @@ How it works, per pipeline instance (no class is patched):
   (:mod:`attnscope.hooks.probabilities`), one call per step for each group
   of layers of one shape (SD 1.x: four, not sixteen — on a GPU at small
   batches the host launching kernels is the bottleneck; the captured layers'
-  ``q``/``k`` stay on the device until their step ends); heads are averaged
+  ``q``/``k`` stay on the device until their step ends, or until they hold
+  :data:`HELD_BYTES`, which bounds the extra memory); heads are averaged
   straight into the step's device buffer;
 * hooks on the UNet count sampling steps (one UNet call per entry of the
   scheduler's timesteps); at the end of each stored step the step's buffer
@@ -59,6 +60,9 @@ from attnscope.models.prompts import padded_ids, token_texts
 from attnscope.store.reader import RunFile
 from attnscope.store.schema import CaptureSchema, RunRecord, layout
 from attnscope.store.writer import BatchRows, RunWriter
+
+
+HELD_BYTES = 128 << 20  # held q/k are mapped once they keep this much device memory alive
 
 
 class CaptureProcessor:
@@ -117,7 +121,8 @@ class _Batch:
     latent_hw: tuple[int, int]
     step: int = 0
     grabbed: dict = field(default_factory=dict)  # "q"/"k" of the layer running now
-    pending: dict = field(default_factory=dict)  # shape of a layer group -> [(layer, attn, q, k)] of this step
+    pending: dict = field(default_factory=dict)  # shape of a layer group -> [(layer, attn, q, k)] held
+    held: int = 0  # bytes of device memory the held q/k keep alive
     values: dict = field(default_factory=dict)  # (keys, heads, dtype, layers) -> one-hot token values
 
     def target(self) -> torch.Tensor:
@@ -467,12 +472,16 @@ class Capture:
                                f"got {query.shape[1]}")
         group = (query.shape, key.shape, query.dtype, attn.heads, attn.scale, bool(attn.upcast_attention))
         batch.pending.setdefault(group, []).append((layer, attn, query, key))
+        batch.held += query.untyped_storage().nbytes() + key.untyped_storage().nbytes()  # views hold their base
+        if batch.held >= HELD_BYTES:
+            self._store_pending(batch)
 
     def _store_pending(self, batch: _Batch) -> None:
-        """The step's maps into its buffer: one attention call per group of same-shaped layers.
+        """The held layers' maps into the step buffer: one attention call per group of same-shaped layers.
 
         A group's queries and keys are stacked along the rows, ``(layers·rows, n, heads·d)``; each layer's
-        slice of the probabilities goes to its place in the step buffer.
+        slice of the probabilities goes to its place in the step buffer. Called at the step's end, and
+        earlier whenever the held q/k reach :data:`HELD_BYTES`.
         """
         for (_, _, dtype, heads, scale, upcast), kept in batch.pending.items():
             queries = kept[0][2] if len(kept) == 1 else torch.cat([query for _, _, query, _ in kept])
@@ -483,6 +492,7 @@ class Capture:
             for index, (layer, attn, _, _) in enumerate(kept):
                 self._write(layer, attn.heads, probabilities[index * rows : (index + 1) * rows])
         batch.pending.clear()
+        batch.held = 0
 
     def _write(self, layer: CrossAttentionLayer, heads: int, probabilities: torch.Tensor) -> None:
         """One layer's probabilities ``(rows, heads, n, width)`` of the selected tokens into the step buffer."""

@@ -9,8 +9,9 @@ float32 ``(B, H, n, T)`` tensor and a mean: eight launches and a few hundred MB 
 traffic at batch 4. Here one kernel reads each query row once, gathers the
 ``T`` selected keys itself, and writes only the ``(B, n, T)`` head mean.
 
-Used on CUDA for half-precision queries, head means and unmasked attention
-(:func:`fits`); everything else takes the PyTorch path in
+Used on CUDA for half-precision queries and keys, head means, unmasked
+attention and a normaliser the attention kernel returned (:func:`fits` and
+its caller); everything else takes the PyTorch path in
 :mod:`attnscope.hooks.sdpa`, which is also the reference the GPU tests hold
 this kernel to.
 """
@@ -24,11 +25,17 @@ import triton.language as tl
 BLOCK_QUERIES = 32  # query rows per program: n / 32 programs per batch row keep every SM busy at batch 1
 
 
-def fits(query: torch.Tensor, key_count: int) -> bool:
-    """Whether :func:`head_mean_probabilities` takes these queries ``(B, H, n, D)`` and ``key_count`` keys."""
+def fits(query: torch.Tensor, key: torch.Tensor, key_index: torch.Tensor) -> bool:
+    """Whether :func:`head_mean_probabilities` takes queries ``(B, H, n, D)``, keys ``(B or 1, H, S, D)`` and
+    ``key_index`` ``(B or 1, T)``: half precision on CUDA (bfloat16 from compute capability 8.0), a power-of-two
+    head width of 16 or more, at most 256 selected keys, contiguous last axes."""
     d = query.shape[-1]
-    return (query.is_cuda and query.dtype in (torch.float16, torch.bfloat16) and d >= 16 and d & (d - 1) == 0
-            and key_count <= 256 and query.stride(-1) == 1)
+    if not (query.is_cuda and query.dtype in (torch.float16, torch.bfloat16) and key.dtype == query.dtype):
+        return False
+    if query.dtype == torch.bfloat16 and torch.cuda.get_device_capability(query.device) < (8, 0):
+        return False
+    return (d >= 16 and d & (d - 1) == 0 and key.shape[1] == query.shape[1] and key.shape[-1] == d
+            and key_index.shape[-1] <= 256 and query.stride(-1) == 1 and key.stride(-1) == 1)
 
 
 @triton.jit
@@ -63,10 +70,10 @@ def head_mean_probabilities(query: torch.Tensor, key: torch.Tensor, key_index: t
     """
     batch, heads, n, d = query.shape
     tokens = key_index.shape[1]
-    if query.stride(-1) != 1 or key.stride(-1) != 1:
-        raise ValueError("queries and keys need a contiguous last axis")
+    if not fits(query, key, key_index):
+        raise ValueError("these queries/keys do not fit the kernel: check fits() first")
     key = key.expand(batch, *key.shape[1:])
-    index = key_index.contiguous()
+    index = key_index.expand(batch, tokens).contiguous()
     out = torch.empty(batch, n, tokens, dtype=torch.float32, device=query.device)
     grid = (triton.cdiv(n, BLOCK_QUERIES), batch)
     _head_mean_kernel[grid](

@@ -1,4 +1,4 @@
-"""Attention probabilities of the selected text tokens, from one fused attention call per layer.
+"""Attention probabilities of the selected text tokens, from one fused attention call per group of layers.
 
 Token ``t``'s map is column ``t`` of ``P = softmax(q kᵀ · scale)``. Give the
 attention values that are one-hot columns of the selected tokens
@@ -41,10 +41,11 @@ def token_probabilities(
 ) -> torch.Tensor:
     """``softmax(q kᵀ · scale)`` at the selected keys: ``(rows, heads, n, width)``.
 
-    ``query``: ``(rows, n, heads·d)`` — a layer's ``to_q`` output; ``key``:
-    ``(rows, keys, heads·d)``; ``values``: :func:`token_values` in the
-    attention dtype (float32 when ``upcast``). Column ``j`` holds the
-    probabilities of the ``j``-th selected token, in that dtype.
+    ``query``: ``(rows, n, heads·d)`` — the ``to_q`` outputs of one or more
+    same-shaped layers, stacked along the rows; ``key``: ``(rows, keys,
+    heads·d)``; ``values``: :func:`token_values` in the attention dtype
+    (float32 when ``upcast``). Column ``j`` holds the probabilities of the
+    ``j``-th selected token, in that dtype.
     """
     q = query.unflatten(-1, (heads, -1)).transpose(1, 2)  # views: no copy of q
     k = key.unflatten(-1, (heads, -1)).transpose(1, 2)

@@ -195,7 +195,7 @@ def selected_probabilities(
         return probs.mean(dim=1, keepdim=True) if mean_heads else probs
     batch, heads = call.query.shape[:2]
     query = call.query[:, :, query_rows]
-    if mean_heads and call.attn_mask is None and call.lse is not None and _fusable(query, key_index.shape[1]):
+    if mean_heads and call.attn_mask is None and call.lse is not None and _fusable(query, call.key, key_index):
         from attnscope.hooks.fused import head_mean_probabilities  # Triton: only where CUDA is
 
         return head_mean_probabilities(query, call.key, key_index, call.lse[:, :, query_rows], call.scale)
@@ -211,15 +211,15 @@ def selected_probabilities(
     return probs.mean(dim=1, keepdim=True) if mean_heads else probs
 
 
-def _fusable(query: torch.Tensor, key_count: int) -> bool:
-    """Whether the one-kernel head mean of :mod:`attnscope.hooks.fused` takes ``query`` ``(B, H, n, D)``."""
+def _fusable(query: torch.Tensor, key: torch.Tensor, key_index: torch.Tensor) -> bool:
+    """Whether the one-kernel head mean of :mod:`attnscope.hooks.fused` takes these queries, keys and key positions."""
     if not query.is_cuda:
         return False
     try:
         from attnscope.hooks.fused import fits
     except ImportError:  # a CUDA build of PyTorch without Triton
         return False
-    return fits(query, key_count)
+    return fits(query, key, key_index)
 
 
 def _scores(query: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:

@@ -87,9 +87,11 @@ def check_request(pipe, request: CaptureRequest) -> None:
     steps = settings.for_pipeline(pipe).steps or pipeline_default(pipe, "num_inference_steps")
     captured = request.selection.steps
     if captured is not None and steps is not None:
-        late = [s for s in captured if not -steps <= s < steps]
-        if late:
-            raise UsageError(f"--steps-captured {late}: outside the {steps} sampling steps (0..{steps - 1})")
+        try:
+            request.selection.resolve_steps(steps)
+        except ValueError:
+            late = [s for s in captured if not -steps <= s < steps] if isinstance(captured, list) else captured
+            raise UsageError(f"--steps-captured {late}: outside the {steps} sampling steps (0..{steps - 1})") from None
 
 
 def pipeline_default(pipe, argument: str):
@@ -106,20 +108,33 @@ def effective_guidance(pipe, guidance: float | None) -> float | None:
     return None if default is None else float(default)
 
 
+def timestep_count(scheduler, steps: int) -> int:
+    """How many timesteps ``scheduler`` samples for ``steps`` (PNDM: one more). Only the count: flow-matching
+    pipelines shift the values by image size inside ``__call__``, and Flux's scheduler needs that shift (``mu``)
+    to set its timesteps at all, so without it ``steps`` is the count."""
+    try:
+        scheduler.set_timesteps(steps)
+    except (TypeError, ValueError):
+        return steps
+    return len(scheduler.timesteps)
+
+
 def settings_differ(pipe, settings: SamplerSettings, schema: CaptureSchema) -> list[str]:
     """What of the file's capture schema differs from this capture's settings: image size, sampler, steps,
     model, edit."""
-    sample = pipe.unet.config.sample_size
+    sample = getattr(pipe, "default_sample_size", None)  # SDXL, SD3, Flux: what their __call__ falls back to
+    if sample is None:
+        sample = (getattr(pipe, "unet", None) or pipe.transformer).config.sample_size
     sample_h, sample_w = (sample, sample) if isinstance(sample, int) else sample
     size = (settings.height or sample_h * size_factor(pipe), settings.width or sample_w * size_factor(pipe))
     concrete = settings.for_pipeline(pipe)
     scheduler = make_scheduler(concrete.scheduler, pipe.scheduler) if concrete.scheduler else pipe.scheduler
-    scheduler.set_timesteps(concrete.steps or pipeline_default(pipe, "num_inference_steps"))  # as the call does
+    steps = timestep_count(scheduler, concrete.steps or pipeline_default(pipe, "num_inference_steps"))
     edits = [dict(applied.edit.meta) for applied in getattr(pipe, "attnscope_edits", None) or []]
     found = {
         "image size": (schema.height, schema.width) != size,
         "sampler": schema.sampler.get("scheduler") != type(scheduler).__name__,
-        "number of steps": schema.timesteps != tuple(float(t) for t in scheduler.timesteps),
+        "number of steps": len(schema.timesteps) != steps,
         "model": schema.model.get("fingerprint") != pipeline_fingerprint(pipe),
         "edit": (schema.edit or {}).get("edits", []) != json.loads(json.dumps(edits, sort_keys=True, default=str)),
     }

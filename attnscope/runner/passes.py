@@ -225,7 +225,7 @@ def sample_states(
     results = []
     for state in states:
         results.append(sample_state(pipe, state, plan, folder, judge=judge, capture_maps=capture_maps,
-                                 batch_size=batch_size, shard=shard, progress=progress, storage=storage))
+                                    batch_size=batch_size, shard=shard, progress=progress, storage=storage))
         merge_state(state, folder, shard, capture_maps=capture_maps, plan=plan)
     return results
 

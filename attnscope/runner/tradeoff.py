@@ -207,5 +207,5 @@ def run_tradeoff(pipe, points: Sequence[Point], plan, folder: Path, *, judge, co
                                                                                    concepts=concepts)
     for state in states:
         sample_state(pipe, state, plan, folder, judge=judge, capture_maps=False, batch_size=batch_size,
-                  progress=progress)
+                     progress=progress)
     return [s.name for s in states]
