@@ -32,3 +32,14 @@ def test_a_request_is_checked_against_the_model_before_sampling(sd, tmp_path):
     with pytest.raises(UsageError, match="outside the 2 sampling steps"):
         capture_runs(sd, request)
     assert not request.out.exists()
+
+
+@pytest.mark.parametrize("steps, fits", [(1, True), (slice(0, 2), True), (-1, True), (2, False)])
+def test_a_step_selection_may_be_an_index_or_a_slice(sd, tmp_path, steps, fits):
+    request = CaptureRequest(["a red car"], out=tmp_path / "run.h5", selection=Selection(steps=steps),
+                             settings=SamplerSettings(steps=2, height=64, width=64), progress=False)
+    if not fits:
+        with pytest.raises(UsageError, match="outside the 2 sampling steps"):
+            capture_runs(sd, request)
+        return
+    assert capture_runs(sd, request).steps == len(range(2)[steps] if isinstance(steps, slice) else [steps])
