@@ -165,9 +165,16 @@ def callers(is_wanted) -> set[str]:
     }
 
 
+TOKENIZER = r"_?tokenizer(_\d+)?"
+ENCODING_METHODS = ("encode", "batch_encode_plus", "encode_plus", "convert_tokens_to_ids")
+
+
 def is_tokenizer_call(callee: str, receiver: str) -> bool:
-    """A tokenizer applied to text: ``tokenizer(...)``, ``pipe.tokenizer_2(...)``, ``self._tokenizer(...)``."""
-    return re.fullmatch(r"_?tokenizer(_\d+)?", callee) is not None
+    """A tokenizer applied to text: ``tokenizer(...)``, ``pipe.tokenizer_2(...)``, ``self._tokenizer(...)``,
+    or one of its encoding methods: ``pipe.tokenizer.encode(...)``."""
+    if re.fullmatch(TOKENIZER, callee):
+        return True
+    return callee in ENCODING_METHODS and re.search(rf"(^|\.){TOKENIZER}$", receiver) is not None
 
 
 # Besides models/prompts.py, only code that builds or trains a model of its own, or a judge reading its
@@ -201,7 +208,8 @@ def test_tables_are_written_only_by_store_tables():
 def test_the_call_checks_see_a_tokenizer_and_a_table_writer(tmp_path):
     example = tmp_path / "example.py"
     example.write_text("ids = self.pipe.tokenizer(prompt).input_ids\nframe.to_csv(path)\nbuild_tokenizer()\n"
-                       "pipe.tokenizer_2(prompt)\n")
+                       "pipe.tokenizer_2(prompt)\ntokenizer.encode(word)\ntext.encode('utf-8')\n")
     found = calls(example)
-    assert {c for c in found if is_tokenizer_call(*c)} == {("tokenizer", "self.pipe"), ("tokenizer_2", "pipe")}
+    assert {c for c in found if is_tokenizer_call(*c)} == {("tokenizer", "self.pipe"), ("tokenizer_2", "pipe"),
+                                                           ("encode", "tokenizer")}
     assert ("to_csv", "frame") in found
