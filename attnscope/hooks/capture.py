@@ -125,6 +125,11 @@ class _Batch:
     held: int = 0  # bytes of device memory the held q/k keep alive
     values: dict = field(default_factory=dict)  # (keys, heads, dtype, layers) -> one-hot token values
 
+    def let_go(self) -> None:
+        """Forget the held q/k (after they were mapped)."""
+        self.pending.clear()
+        self.held = 0
+
     def target(self) -> torch.Tensor:
         """``(runs, token slots, L)``: the buffer of the step being sampled."""
         return self.maps.slot(self.slot_of_step[self.step])
@@ -491,8 +496,7 @@ class Capture:
             rows = len(probabilities) // len(kept)
             for index, (layer, attn, _, _) in enumerate(kept):
                 self._write(layer, attn.heads, probabilities[index * rows : (index + 1) * rows])
-        batch.pending.clear()
-        batch.held = 0
+        batch.let_go()
 
     def _write(self, layer: CrossAttentionLayer, heads: int, probabilities: torch.Tensor) -> None:
         """One layer's probabilities ``(rows, heads, n, width)`` of the selected tokens into the step buffer."""

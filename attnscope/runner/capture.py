@@ -84,7 +84,7 @@ def check_request(pipe, request: CaptureRequest) -> None:
     if request.negative_prompt:
         check_prompt_length(pipe, [request.negative_prompt], "--negative-prompt")
     request.selection.check_prompts(pipe.tokenizer, request.prompts)
-    steps = settings.for_pipeline(pipe).steps or pipeline_default(pipe, "num_inference_steps")
+    steps = sampler_steps(pipe, settings)
     captured = request.selection.steps
     if captured is not None and steps is not None:
         try:
@@ -92,6 +92,12 @@ def check_request(pipe, request: CaptureRequest) -> None:
         except ValueError:
             late = [s for s in captured if not -steps <= s < steps] if isinstance(captured, list) else captured
             raise UsageError(f"--steps-captured {late}: outside the {steps} sampling steps (0..{steps - 1})") from None
+
+
+def sampler_steps(pipe, settings: SamplerSettings) -> int | None:
+    """The sampling steps a call with ``settings`` makes: theirs (the fast sampler's with "auto"), else the
+    pipeline's default (None when it has none)."""
+    return settings.for_pipeline(pipe).steps or pipeline_default(pipe, "num_inference_steps")
 
 
 def pipeline_default(pipe, argument: str):
@@ -129,7 +135,7 @@ def settings_differ(pipe, settings: SamplerSettings, schema: CaptureSchema) -> l
     size = (settings.height or sample_h * size_factor(pipe), settings.width or sample_w * size_factor(pipe))
     concrete = settings.for_pipeline(pipe)
     scheduler = make_scheduler(concrete.scheduler, pipe.scheduler) if concrete.scheduler else pipe.scheduler
-    steps = timestep_count(scheduler, concrete.steps or pipeline_default(pipe, "num_inference_steps"))
+    steps = timestep_count(scheduler, sampler_steps(pipe, settings))
     edits = [dict(applied.edit.meta) for applied in getattr(pipe, "attnscope_edits", None) or []]
     found = {
         "image size": (schema.height, schema.width) != size,
