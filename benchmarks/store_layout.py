@@ -173,9 +173,11 @@ def read_table(args, folder: Path) -> list[str]:
     layouts = {"format 1 (raw, chunk = one token row)": lambda p: format1(p, schema, runs)}
     for mode in ("lossless", "quantised"):
         for width in args.chunk_width:
-            storage = compression.Storage(mode, width)
-            chunk = storage.chunk(args.read_steps, schema.width_l)[2]
-            layouts[f"{mode}, chunks of {chunk} values"] = lambda p, s=storage: write(p, schema, runs, s)
+            for step_block in (None, args.read_steps):  # the default steps per chunk, and all steps in one
+                storage = compression.Storage(mode, width, step_block)
+                _, steps, chunk = storage.chunk(args.read_steps, schema.width_l)
+                layouts[f"{mode}, chunks of {chunk} values × {steps} steps"] = (
+                    lambda p, s=storage: write(p, schema, runs, s))
     big, mid = schema.layers[-2], schema.layers[-1]  # up_blocks.3 (64²) and the mid block (8²)
     lines = [f"### Read patterns: {args.read_runs} runs × {TOKENS} tokens × {args.read_steps} steps, SD 1.4 layers "
              "(best of 5, warm page cache; maps dataset read directly, no label lookups)", "",

@@ -169,6 +169,15 @@ def test_unknown_storage_modes_are_refused():
         compression.Storage("zip")
 
 
+def test_chunks_of_few_steps_leave_a_short_last_block_to_compress_after_sampling():
+    storage = compression.Storage()
+    assert storage.chunk(50, 26944) == (1, 4, 3850)  # 12 blocks of 4 steps, then 2; L in 7 pieces
+    assert storage.steps_per_chunk(28) == 3  # 9 blocks of 3, then 1 (4 steps would leave 4)
+    assert storage.steps_per_chunk(10) == 3 and storage.steps_per_chunk(2) == 2
+    assert compression.Storage(step_block=10).steps_per_chunk(28) == 10  # asked for: kept
+    assert compression.Storage("raw").steps_per_chunk(50) == 50  # nothing to compress: one chunk
+
+
 def test_capture_command_writes_the_storage_asked_for(tmp_path, one_thread):
     from attnscope.cli import build_parser, main
 
@@ -186,7 +195,8 @@ def test_steps_written_in_blocks_while_sampling_equal_one_write_of_all_steps(tmp
     differences run on from block to block."""
     for mode in ("lossless", "quantised"):
         path = captured(sd, tmp_path / f"{mode}.h5", compression.Storage(mode, step_block=2))
-        with RunFile(path) as blocks, RunFile(files[mode]) as whole:
+        one_chunk = captured(sd, tmp_path / f"{mode}-whole.h5", compression.Storage(mode, step_block=1000))
+        with RunFile(path) as blocks, RunFile(one_chunk) as whole:
             steps = len(whole.steps)
             assert steps > 2 and blocks.file["maps"].chunks[1] == 2 and whole.file["maps"].chunks[1] == steps
             assert np.array_equal(every_map(blocks), every_map(whole))

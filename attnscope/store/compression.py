@@ -19,9 +19,11 @@
   keeps only two or three levels — analyse such maps from a lossless file.
 * ``raw``: the capture dtype, uncompressed (the format-1 layout).
 
-Chunks are ``(1 row, up to step_block stored steps, chunk_width map values)``:
-one token of one run over a block of steps, a slice of ``L``. A capture
-writes each block of steps while the next one samples. A run's maps are
+Chunks are ``(1 row, s stored steps, chunk_width map values)``: one token
+of one run over a block of steps, a slice of ``L``. A capture hands each
+block of steps to the writer while the next one samples, so what is left to
+compress when sampling ends is the last block and the tail of the one
+before: short blocks keep that wait short (:meth:`Storage.steps_per_chunk`). A run's maps are
 its rows' chunks side by side; one layer of one token across many runs
 touches only the chunks of that layer's slice of ``L``. ``docs/format.md``
 has the numbers.
@@ -54,7 +56,7 @@ MAX_ERROR = QUANTUM / 2  # the largest absolute error the quantised mode makes o
 FLOAT, STEP_XOR, STEP_DELTA = "float", "float-step-xor", "uint8-step-delta"
 ENCODING = {"lossless": STEP_XOR, "quantised": STEP_DELTA, "raw": FLOAT}  # what each mode writes today
 DEFAULT_CHUNK_WIDTH = 4096  # at most this many map values per chunk along L (one 64×64 map)
-DEFAULT_STEP_BLOCK = 10  # at most this many stored steps per chunk
+STEPS_PER_CHUNK = 4  # stored steps per chunk by default (3 where that leaves a shorter last block)
 
 
 class MissingCodecError(RuntimeError):
@@ -81,17 +83,18 @@ def _filter(mode: str) -> tuple[str, dict]:
 
 @dataclass(frozen=True)
 class Storage:
-    """How to store maps: ``mode`` (see the module docstring), the chunk width along ``L`` and the
-    stored steps per chunk (a capture writes a batch's steps in blocks of that many as it samples)."""
+    """How to store maps: ``mode`` (see the module docstring), the chunk width along ``L`` and
+    ``step_block``, the stored steps per chunk (a capture writes a batch's steps in blocks of that many
+    as it samples; ``None``: :meth:`steps_per_chunk` picks)."""
 
     mode: str = "lossless"
     chunk_width: int = DEFAULT_CHUNK_WIDTH
-    step_block: int = DEFAULT_STEP_BLOCK
+    step_block: int | None = None
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise ValueError(f"storage must be one of {', '.join(MODES)}; got {self.mode!r}")
-        if self.chunk_width < 1 or self.step_block < 1:
+        if self.chunk_width < 1 or (self.step_block is not None and self.step_block < 1):
             raise ValueError("chunk_width and step_block must be positive")
 
     @classmethod
@@ -99,13 +102,28 @@ class Storage:
         """A mode name or a :class:`Storage` → a :class:`Storage`."""
         return storage if isinstance(storage, Storage) else cls(storage)
 
+    def steps_per_chunk(self, steps: int) -> int:
+        """Stored steps per chunk for ``steps`` stored steps: ``step_block`` when given (at most ``steps``);
+        raw maps keep all steps in one chunk (nothing to compress while sampling, and a padded edge chunk
+        would cost its full size); else :data:`STEPS_PER_CHUNK`, or one fewer where that leaves a shorter
+        last block (50 steps: 4, the last block 2; 28 steps: 3, the last block 1).
+
+        Short blocks keep the writer's wait after the last step short: the last block and the part of
+        the one before that the writer has not compressed yet (``benchmarks/writer_drain.py``); much
+        shorter ones write slower (more chunks, ``docs/format.md``).
+        """
+        if self.mode == "raw":
+            return steps
+        if self.step_block is not None:
+            return min(self.step_block, steps)
+        fitting = [s for s in (STEPS_PER_CHUNK, STEPS_PER_CHUNK - 1) if s <= steps] or [steps]
+        return min(fitting, key=lambda s: ((steps - 1) % s, -s))  # the shortest last block, then the longer s
+
     def chunk(self, steps: int, width: int) -> tuple[int, int, int]:
-        """``(1, s, w)``: the steps and ``L`` cut into near-equal pieces of at most ``step_block`` steps and
-        ``chunk_width`` values (51 steps: 6 blocks of 9, the last one 6). Raw maps keep all steps in one
-        chunk: nothing to compress while sampling, and a padded edge chunk would cost its full size."""
-        blocks = 1 if self.mode == "raw" else -(-steps // self.step_block)
+        """``(1, s, w)``: :meth:`steps_per_chunk` steps and ``L`` cut into near-equal pieces of at most
+        ``chunk_width`` values."""
         pieces = -(-width // self.chunk_width)
-        return (1, -(-steps // blocks), -(-width // pieces))
+        return (1, self.steps_per_chunk(steps), -(-width // pieces))
 
     def create_maps(self, file: h5py.File, steps: int, width: int, dtype: str,
                     encoding: str | None = None) -> h5py.Dataset:
