@@ -85,14 +85,15 @@ def run_plain(pipe, kwargs: dict, calls: int) -> dict:
 
 
 def run_capture(pipe, kwargs: dict, calls: int, path: Path) -> dict:
-    """``calls`` pipeline calls in one capture context writing ``path`` (deleted after); the drain in seconds."""
-    with capture(pipe, sink=path):
+    """``calls`` pipeline calls in one capture context writing ``path`` (deleted after): the drain and the
+    seconds the sampling waited for the writer."""
+    with capture(pipe, sink=path) as cap:
         for _ in range(calls):
             pipe(**kwargs)
         returned = time.perf_counter()
     drain = time.perf_counter() - returned
     path.unlink()
-    return {"drain": drain}
+    return {"drain": drain, "waited": cap.writer_timing.waited}
 
 
 def run_daam(pipe, kwargs: dict, calls: int) -> dict:
@@ -117,7 +118,7 @@ def interleaved(arms: dict[str, Callable[[int], dict]], repeats: int, calls: int
 
     Repeats stop early when the next one would end after ``deadline`` (a ``time.perf_counter()`` value).
     """
-    results = {arm: {"times": [], "peaks": [], "drains": []} for arm in arms}
+    results = {arm: {"times": [], "peaks": [], "drains": [], "waits": []} for arm in arms}
     for _ in range(warm_ups):
         for arm, fn in arms.items():
             seconds = timed(lambda: fn(-1), device).seconds / calls
@@ -131,29 +132,35 @@ def interleaved(arms: dict[str, Callable[[int], dict]], repeats: int, calls: int
             results[arm]["peaks"].append(measured.peak_bytes)
             if "drain" in measured.result:
                 results[arm]["drains"].append(measured.result["drain"])
+                results[arm]["waits"].append(measured.result["waited"])
         if time.perf_counter() + (time.perf_counter() - began) > deadline:
             break
     return results
 
 
 def table(title: str, results: dict, calls: int) -> list[str]:
-    """A Markdown section: per arm seconds, paired ratios to ``plain``, peak memory, drain."""
+    """A Markdown section: per arm seconds, paired ratios to ``plain``, peak memory, drain, waits on the writer."""
     plain = results["plain"]
     lines = [f"## {title}", "",
-             f"{len(plain['times'])} interleaved repeats × {calls} calls; ratio = this arm / plain of the same repeat.", "",
+             f"{len(plain['times'])} interleaved repeats × {calls} calls; ratio = this arm / plain of the same repeat; "
+             "drain = seconds from the last call's return to the closed file; waited = seconds the sampling "
+             "waited for the writer (its queue or host buffers full), per measurement.", "",
              "| arm | s / call median | s / call mean | ratio median | ratio mean | ratio min – max "
-             "| drain s | peak GPU GB | peak vs plain |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "| drain s | waited s | peak GPU GB | peak vs plain |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for arm, r in results.items():
         ratios = [t / p for t, p in zip(r["times"], plain["times"])]
         drain = f"{statistics.median(r['drains']):.3f}" if r["drains"] else "–"
+        waited = f"{statistics.median(r['waits']):.3f}" if r["waits"] else "–"
         peak, plain_peak = max(r["peaks"]), max(plain["peaks"])
         lines.append(
             f"| {arm} | {statistics.median(r['times']):.3f} | {statistics.fmean(r['times']):.3f} | "
             f"{statistics.median(ratios):.3f} | {statistics.fmean(ratios):.3f} | {min(ratios):.3f} – {max(ratios):.3f} "
-            f"| {drain} | {peak / 1e9:.2f} | {peak / max(plain_peak, 1):.3f} |")
+            f"| {drain} | {waited} | {peak / 1e9:.2f} | {peak / max(plain_peak, 1):.3f} |")
     lines += ["", "Seconds per call, per repeat: " + "; ".join(
         f"{arm} " + ", ".join(f"{t:.3f}" for t in r["times"]) for arm, r in results.items()),
+        "Seconds the sampling waited for the writer, per repeat: " + "; ".join(
+        f"{arm} " + ", ".join(f"{w:.3f}" for w in r["waits"]) for arm, r in results.items() if r["waits"]),
         "First warm-up measurement (compiles, if compiled), seconds per call: " + ", ".join(
         f"{arm} {r['warm_up']:.2f}" for arm, r in results.items()), ""]
     return lines

@@ -81,7 +81,9 @@ def run_capture(pipe, kwargs, path: Path) -> dict:
         latents = pipe(**kwargs()).images
     size = path.stat().st_size
     path.unlink()
-    return {"latents": latents, "bytes": size, "lse": sorted(cap.lse_sources)}
+    timing = cap.writer_timing
+    return {"latents": latents, "bytes": size, "lse": sorted(cap.lse_sources), "drain": timing.drain,
+            "waited": timing.waited}
 
 
 def benchmark(pipe, model: str, device, batch: int, steps: int, size: int, repeats: int, folder: Path,
@@ -91,7 +93,7 @@ def benchmark(pipe, model: str, device, batch: int, steps: int, size: int, repea
         "plain": lambda i: run_plain(pipe, kwargs),
         "attnscope": lambda i: run_capture(pipe, kwargs, folder / f"capture-{i}.h5"),
     }
-    results = {mode: {"times": [], "peak": 0, "bytes": 0, "lse": []} for mode in modes}
+    results = {mode: {"times": [], "peak": 0, "bytes": 0, "lse": [], "drain": [], "waited": []} for mode in modes}
     latents = {}
     for mode, fn in modes.items():  # warm-up: kernels, allocator, pinned buffers
         latents[mode] = fn(-1)["latents"]
@@ -107,6 +109,9 @@ def benchmark(pipe, model: str, device, batch: int, steps: int, size: int, repea
             results[mode]["peak"] = max(results[mode]["peak"], measured.peak_bytes)
             results[mode]["bytes"] = info.get("bytes", 0)
             results[mode]["lse"] = info.get("lse", [])
+            for key in ("drain", "waited"):
+                if key in info:
+                    results[mode][key].append(info[key])
     ratios = [c / p for c, p in zip(results["attnscope"]["times"], results["plain"]["times"])]
     return {"modes": results, "ratios": ratios, "identical": identical, "repeatable": repeatable}
 
@@ -132,9 +137,12 @@ def section(model: str, results: dict, pipe, device, dtype, steps: int, size: in
         f"{diffusers.__version__}. {repeats} interleaved repeats after one warm-up each. Text encoders and VAE "
         f"are tiny random stand-ins (only the transformer's cost counts); latents out, no VAE decode. {note}",
         "",
+        "Drain: seconds the run file took to close after the call (the last blocks still to write); waited: "
+        "seconds the sampling waited for the writer (its queue or host buffers full); medians.",
+        "",
         "| batch | s / batch plain | s / batch attnscope | ratio median | ratio mean | MB per image "
-        "| peak GB plain | peak GB attnscope | latents identical (plain vs plain) | normaliser |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| peak GB plain | peak GB attnscope | drain s | waited s | latents identical (plain vs plain) | normaliser |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for batch, r in results.items():
         plain, cap = r["modes"]["plain"], r["modes"]["attnscope"]
@@ -142,6 +150,7 @@ def section(model: str, results: dict, pipe, device, dtype, steps: int, size: in
             f"| {batch} | {statistics.median(plain['times']):.3f} | {statistics.median(cap['times']):.3f} | "
             f"{statistics.median(r['ratios']):.3f} | {statistics.mean(r['ratios']):.3f} | "
             f"{cap['bytes'] / batch / 1e6:.1f} | {plain['peak'] / 1e9:.2f} | {cap['peak'] / 1e9:.2f} | "
+            f"{statistics.median(cap['drain']):.3f} | {statistics.median(cap['waited']):.3f} | "
             f"{r['identical']} ({r['repeatable']}) | {', '.join(cap['lse'])} |"
         )
     lines += ["", "Paired ratios per repeat: " + "; ".join(

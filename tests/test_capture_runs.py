@@ -20,10 +20,21 @@ def test_runs_are_captured_with_their_images_and_a_resume_adds_only_new_ones(sd,
     assert (done.written, done.skipped, done.steps) == (2, 0, 2)  # the repeated seed is one run
     assert [p.name for p in done.images] == ["run-0.png", "run-1.png"] and all(p.exists() for p in done.images)
 
+    assert done.timing.writing > 0 and done.timing.drain >= 0  # the run writer's seconds
+
     again = capture_runs(sd, replace(request, seeds=[0, 1, 2], resume=True))
     assert (again.written, again.skipped) == (1, 2) and [p.name for p in again.images] == ["run-2.png"]
     with RunFile(request.out) as runs:
         assert list(runs.column("seed")) == [0, 1, 2]
+    assert capture_runs(sd, replace(request, resume=True)).timing is None  # nothing left to sample
+
+
+def test_the_user_hears_when_sampling_waited_for_the_run_writer(sd, tmp_path):
+    request = CaptureRequest(["a red car"], out=tmp_path / "run.h5",
+                             settings=SamplerSettings(steps=2, height=64, width=64), progress=False)
+    done = capture_runs(sd, request)
+    assert done.writer_note() is None  # a tiny capture never waits a second
+    assert done.writer_note(worth_saying=0.0).startswith(f"sampling waited {done.timing.waited:.1f} s for the run writer")
 
 
 def test_a_request_is_checked_against_the_model_before_sampling(sd, tmp_path):

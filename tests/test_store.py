@@ -16,6 +16,7 @@ from attnscope import capture
 from attnscope.sampling import Job, SamplerSettings, generate
 from attnscope.store import RunFile, merge_shards
 from attnscope.store.aggregate import merge_words, upsample
+from attnscope.store.compression import Storage
 from attnscope.store.tokens import group_words
 
 SETTINGS = SamplerSettings(steps=3, height=64, width=64)
@@ -113,3 +114,31 @@ def test_merge_words_sums_pieces_and_drops_specials():
 
 def test_upsample_keeps_constant_maps_constant():
     assert np.allclose(upsample(np.full((3, 4, 4), 0.25, np.float32), (16, 16)), 0.25)
+
+
+def test_the_writer_times_its_work_and_the_waits_it_causes(tmp_path, monkeypatch):
+    """A writer slower than the sampling: the producer waits for room in its queue (``waited``), the thread's
+    time shows in ``writing``, and what is left when sampling ends in ``drain``."""
+    from attnscope.store import writer as run_writer
+    from attnscope.store.schema import CaptureSchema, RunRecord, layout
+
+    write_steps = run_writer.RunWriter._write_steps
+    monkeypatch.setattr(run_writer.RunWriter, "_write_steps", lambda self, item: (time.sleep(0.2), write_steps(self, item)))
+    schema = CaptureSchema(height=8, width=8, latent_height=4, latent_width=4, layers=tuple(layout([("l", "mid", 4, 4, 1)])),
+                           steps=(0, 1, 2, 3), timesteps=(3.0, 2.0, 1.0, 0.0), heads="mean", branch="cond", dtype="float16")
+    rows = run_writer.BatchRows([[0, 1]])
+    with run_writer.RunWriter(tmp_path / "slow.h5", max_pending=1, storage=Storage(step_block=1)) as writer:
+        writer.open(schema)
+        for step in range(4):  # one block per step: the queue holds one, the thread sleeps on another
+            writer.submit_steps(rows, step, torch.rand(1, 1, 2, 16, dtype=torch.float16))
+        writer.submit_runs(rows, [RunRecord("a red car", "", 0, 7.5, [(1, "red", 1), (2, "car", 2)])], writer.reserve(1))
+    timing = writer.timing
+    assert timing.writing >= 0.8 and timing.waited >= 0.3 and timing.drain >= 0.15
+    with RunFile(tmp_path / "slow.h5") as runs:
+        assert runs.complete.all()
+
+
+def test_a_capture_reports_its_writer_timing(sd):
+    with capture(sd) as cap:
+        generate(sd, JOBS[:1], SETTINGS, progress=False, cap=cap)
+    assert cap.writer_timing.writing > 0 and cap.writer_timing.waited >= 0 and cap.writer_timing.drain >= 0

@@ -112,6 +112,8 @@ def main(args: argparse.Namespace) -> int:
     print(f"wrote {done.written} run(s) to {args.out} ({size / 1e6:.1f} MB: {done.layers} layers x {done.steps} steps)")
     if done.images:
         print(f"images: {', '.join(str(p) for p in done.images)}")
+    if note := done.writer_note():
+        print(note)
     print(f"took {time.perf_counter() - started:.1f} s; next: attnscope inspect {args.out} | "
           f"attnscope show {args.out} --word WORD")
     return 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from typing import Callable
 
 import torch
@@ -19,6 +20,7 @@ class PinnedPool:
 
     def __init__(self, capacity: int = 3):
         self.capacity = capacity
+        self.waited = 0.0  # seconds ``take`` waited for a buffer to come back
         self._free: list[torch.Tensor] = []
         self._count = 0
         self._available = threading.Condition()
@@ -44,7 +46,9 @@ class PinnedPool:
                     self._count += 1
                     return flat.view(shape), lambda: self._give_back(flat)
                 check()
+                started = time.perf_counter()
                 self._available.wait(timeout=0.5)
+                self.waited += time.perf_counter() - started
 
     def _give_back(self, flat: torch.Tensor) -> None:
         with self._available:

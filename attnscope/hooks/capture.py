@@ -44,7 +44,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Sequence
 
 import numpy as np
@@ -59,7 +59,7 @@ from attnscope.models.identity import pipeline_fingerprint
 from attnscope.models.prompts import padded_ids, token_texts
 from attnscope.store.reader import RunFile
 from attnscope.store.schema import CaptureSchema, RunRecord, layout
-from attnscope.store.writer import BatchRows, RunWriter
+from attnscope.store.writer import BatchRows, RunWriter, WriterTiming
 
 
 HELD_BYTES = 128 << 20  # held q/k are mapped once they keep this much device memory alive
@@ -272,6 +272,13 @@ class Capture:
         ids = args[0] if args else kwargs.get("input_ids")
         if ids is not None:
             self._text_calls.append(ids.detach().to("cpu"))
+
+    @property
+    def writer_timing(self) -> WriterTiming:
+        """Seconds the run writer spent writing and the sampling spent waiting for it so far (its queue or
+        host buffers full), and, once the context has closed, its drain (:class:`~attnscope.store.writer.WriterTiming`)."""
+        timing = self._writer.timing
+        return replace(timing, waited=timing.waited + (self._pool.waited if self._pool is not None else 0.0))
 
     @property
     def recording(self) -> bool:

@@ -34,6 +34,7 @@ from attnscope.sampling import Job, SamplerSettings
 from attnscope.schedulers import make_scheduler
 from attnscope.store import RunFile
 from attnscope.store.schema import CaptureSchema
+from attnscope.store.writer import WriterTiming
 
 
 @dataclass
@@ -67,13 +68,22 @@ class CaptureRequest:
 @dataclass
 class CaptureDone:
     """What :func:`capture_runs` did: ``written`` runs sampled, ``skipped`` (complete already), the
-    ``images`` saved (``{out stem}-{run}.png``), and the file's ``layers`` and stored ``steps``."""
+    ``images`` saved (``{out stem}-{run}.png``), the file's ``layers`` and stored ``steps``, and the run
+    writer's ``timing`` (None when nothing was sampled)."""
 
     written: int
     skipped: int
     images: list[Path]
     layers: int
     steps: int
+    timing: WriterTiming | None = None
+
+    def writer_note(self, worth_saying: float = 1.0) -> str | None:
+        """A line for the user when the sampling waited at least ``worth_saying`` seconds for the run writer."""
+        if self.timing is None or self.timing.waited < worth_saying:
+            return None
+        return (f"sampling waited {self.timing.waited:.1f} s for the run writer: compressing or writing the run "
+                "file is slower than sampling here (--storage raw skips compression)")
 
 
 def check_request(pipe, request: CaptureRequest) -> None:
@@ -177,7 +187,7 @@ def capture_runs(pipe, request: CaptureRequest) -> CaptureDone:
     jobs = request.jobs()
     done = completed_jobs(pipe, request, jobs) if request.resume else {}
     todo = [job for index, job in enumerate(jobs) if index not in done]
-    written = []
+    written, timing = [], None
     if todo:
         selection = request.selection
         with capture(pipe, layers=selection.layers, steps=selection.steps, tokens=selection.tokens,
@@ -186,6 +196,7 @@ def capture_runs(pipe, request: CaptureRequest) -> CaptureDone:
                      block=request.block, concepts=list(request.concepts)) as cap:
             images = sampling.generate(pipe, todo, request.settings, batch_size=request.batch_size, cap=cap,
                                        progress=request.progress)
+        timing = cap.writer_timing
         stem = request.out.with_suffix("")
         for run, image in zip(cap.run_ids, images):  # named by run index: a resumed capture adds new names
             path = stem.parent / f"{stem.name}-{run}.png"
@@ -193,4 +204,4 @@ def capture_runs(pipe, request: CaptureRequest) -> CaptureDone:
             written.append(path)
     with RunFile(request.out) as runs:
         n_layers, n_steps = len(runs.layers), len(runs.steps)
-    return CaptureDone(len(todo), len(done), written, n_layers, n_steps)
+    return CaptureDone(len(todo), len(done), written, n_layers, n_steps, timing)

@@ -70,6 +70,21 @@ class RunWriterFailed(RuntimeError):
     """The writer thread failed or stopped making progress; the capture ends with its error."""
 
 
+@dataclass
+class WriterTiming:
+    """Seconds a capture's writing took, and how much of it the sampling felt.
+
+    ``writing``: the writer thread encoding, compressing and writing (beside the
+    sampling); ``waited``: the sampling thread blocked on the writer — its queue
+    or its host buffers full, i.e. the writer fell behind; ``drain``: closing,
+    after sampling ended (the last blocks still to write).
+    """
+
+    writing: float = 0.0
+    waited: float = 0.0
+    drain: float = 0.0
+
+
 def _versions() -> dict[str, str]:
     import diffusers
 
@@ -269,6 +284,7 @@ class RunWriter:
         self.schema: CaptureSchema | None = None
         self._n_runs = 0
         self.step_block = 0  # stored steps per chunk of /maps, known once the file is open: write steps in blocks of it
+        self.timing = WriterTiming()
         self._thread = threading.Thread(target=self._work, name="attnscope-run-writer", daemon=True)
         self._thread.start()
 
@@ -355,6 +371,7 @@ class RunWriter:
 
     def close(self) -> None:
         """Drain the queue, close the file and release the lock; raises the thread's error, if any."""
+        started = time.perf_counter()
         try:
             self._stop_thread()
             if self.file is not None and self._error is None:
@@ -364,6 +381,7 @@ class RunWriter:
         finally:
             if self._file_lock is not None and not self._thread.is_alive():
                 self._file_lock.release()  # a stalled thread may still write: then the lock stays until exit
+            self.timing.drain = time.perf_counter() - started
         self._raise_if_failed()
 
     def check(self) -> None:
@@ -373,11 +391,13 @@ class RunWriter:
 
     def _put(self, item) -> None:
         """Queue ``item``, waiting for room in slices so that a failed, dead or stalled thread ends the wait."""
+        started = time.perf_counter()
         while True:
             self._raise_if_failed()
             try:
                 self._queue.put(item, timeout=0.5)
                 self._progress = time.monotonic()  # the stall clock runs from when work was handed over
+                self.timing.waited += time.perf_counter() - started
                 return
             except queue.Full:
                 self._check_stalled()
@@ -426,7 +446,9 @@ class RunWriter:
                 if item is None:
                     return
                 if self._error is None:
+                    started = time.perf_counter()
                     write[type(item)](item)
+                    self.timing.writing += time.perf_counter() - started
             except BaseException as error:  # reported to the producer on its next call
                 self._error = error
             finally:
