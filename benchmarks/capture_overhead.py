@@ -8,7 +8,8 @@ each printed and written to ``--out`` as soon as it is done:
 
 1. batch 8, eager UNet: ``plain`` vs ``capture`` (and ``daam-style``: an
    explicit attention processor that copies each layer's head-mean maps to
-   the host synchronously, kept in RAM — the usual way);
+   the host synchronously, kept in RAM — the usual way; and, with
+   ``--step-block N``, capture into chunks of ``N`` stored steps);
 2. batch 1, the same;
 3. bytes per image on disk in each storage mode (lossless, quantised, raw);
 4. batch 8 on a ``torch.compile``d UNet: compiled plain vs compiled capture
@@ -46,6 +47,7 @@ from attnscope.models.layers import cross_attention_layers
 from attnscope.models.sd14 import random_sd14_pipeline
 from attnscope.runner.timing import device_name, timed
 from attnscope.store import RunFile, compression
+from attnscope.store.compression import Storage
 
 # The random model's tokenizer knows only a few whole words (others split into bytes); this prompt
 # has 17 tokens with start and end, about what SD's CLIP tokenizer makes of a typical prompt.
@@ -84,10 +86,10 @@ def run_plain(pipe, kwargs: dict, calls: int) -> dict:
     return {}
 
 
-def run_capture(pipe, kwargs: dict, calls: int, path: Path) -> dict:
+def run_capture(pipe, kwargs: dict, calls: int, path: Path, storage: Storage = Storage()) -> dict:
     """``calls`` pipeline calls in one capture context writing ``path`` (deleted after): the drain and the
     seconds the sampling waited for the writer."""
-    with capture(pipe, sink=path) as cap:
+    with capture(pipe, sink=path, storage=storage) as cap:
         for _ in range(calls):
             pipe(**kwargs)
         returned = time.perf_counter()
@@ -201,6 +203,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, action="append", default=None,
                         help="eager batch sizes to time (repeatable; default 8 then 1)")
     parser.add_argument("--no-eager", action="store_true", help="leave out the eager sections and the bytes table")
+    parser.add_argument("--step-block", type=int, action="append", default=None,
+                        help="also time capture with this many stored steps per chunk (repeatable; eager sections)")
     parser.add_argument("--smoke", action="store_true", help="tiny widths on the CPU, to check the script")
     args = parser.parse_args(argv)
     started = time.perf_counter()
@@ -238,6 +242,9 @@ def main(argv: list[str] | None = None) -> int:
                 "plain": lambda i, k=kwargs: run_plain(pipe, k, args.calls),
                 "capture": lambda i, k=kwargs, b=batch: run_capture(pipe, k, args.calls, folder / f"b{b}-{i}.h5"),
             }
+            for block in args.step_block or ():
+                arms[f"capture, {block} steps per chunk"] = lambda i, k=kwargs, b=batch, s=block: run_capture(
+                    pipe, k, args.calls, folder / f"b{b}-s{s}-{i}.h5", Storage("lossless", step_block=s))
             per_arm = (args.repeats + 1) * args.calls * timed(lambda: run_plain(pipe, kwargs, 1), device).seconds * 1.15
             if not args.no_daam and left() - reserve > 4 * per_arm:
                 arms["daam-style"] = lambda i, k=kwargs: run_daam(pipe, k, args.calls)

@@ -12,8 +12,8 @@ while the GPU works) hands blocks of maps like a capture's to a
 :class:`~attnscope.store.writer.RunWriter` writing a lossless run file to
 disk, then its records, then closes it. Maps drift slowly over steps as real
 maps do (so the codec works as hard as on them). Per shape and chunking it
-reports the drain (median over repeats) and the whole capture's wall time ÷
-the sampling time alone.
+reports the drain (median over repeats), the whole capture's wall time ÷
+the sampling time alone, and the writer thread's own time.
 
 Shapes: SD 1.4 at 512², batch 8 (16 layers, L = 26,944; 17 token rows per
 image; 50 steps at 60 ms — an H100's plain sampling, ``capture_overhead.md``),
@@ -70,9 +70,9 @@ def schema(steps: int, width: int) -> CaptureSchema:
     )
 
 
-def replay(path: Path, maps: torch.Tensor, step_seconds: float, storage: Storage) -> tuple[float, float, float]:
-    """``(sampling seconds, drain seconds, stored ÷ raw bytes)`` of one capture context that writes ``maps``
-    to ``path``."""
+def replay(path: Path, maps: torch.Tensor, step_seconds: float, storage: Storage) -> tuple[float, float, float, float]:
+    """``(sampling seconds, drain seconds, writer seconds, stored ÷ raw bytes)`` of one capture context that
+    writes ``maps`` to ``path``."""
     steps, runs, rows, width = maps.shape
     writer = RunWriter(path, overwrite=True, storage=storage)
     writer.open(schema(steps, width))
@@ -89,7 +89,7 @@ def replay(path: Path, maps: torch.Tensor, step_seconds: float, storage: Storage
     writer.close()
     drain = time.perf_counter() - sampled
     with RunFile(path) as written:
-        return sampled - started, drain, written.storage().maps_bytes / maps.numpy().nbytes
+        return sampled - started, drain, writer.timing.writing, written.storage().maps_bytes / maps.numpy().nbytes
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -103,9 +103,12 @@ def main(argv: list[str] | None = None) -> int:
              f"{os.cpu_count()} CPU cores, Python {platform.python_version()}, h5py {h5py.__version__}; lossless run "
              "files on local disk; chunkings interleaved within each repeat. Drain: seconds from the last block's "
              "hand-off to the closed file; capture ÷ sampling: one capture context of one batch, against its "
-             "sampling time alone; stored ÷ raw: the maps' bytes on disk.", "",
+             "sampling time alone; writer s: the writer thread's time encoding, compressing and writing the batch "
+             "(beside the sampling: it costs the sampling only where the two compete for the host); stored ÷ raw: "
+             "the maps' bytes on disk.", "",
              "| shape | chunking | steps per chunk | last block | drain s (median) | drain s (min – max) "
-             "| capture ÷ sampling (median) | stored ÷ raw |", "|---|---|---|---|---|---|---|---|"]
+             "| capture ÷ sampling (median) | writer s per batch (median) | stored ÷ raw |",
+             "|---|---|---|---|---|---|---|---|---|"]
     with tempfile.TemporaryDirectory() as scratch:
         for name, (runs, rows, width, steps, step_seconds) in (SMOKE if args.smoke else SHAPES).items():
             maps = drifting_maps(runs, rows, width, steps)
@@ -118,11 +121,12 @@ def main(argv: list[str] | None = None) -> int:
                     path.unlink()
             for chunking, storage in CHUNKINGS.items():
                 per_chunk = storage.steps_per_chunk(steps)
-                drains = [drain for _, drain, _ in measured[chunking]]
-                ratios = [(sampled + drain) / sampled for sampled, drain, _ in measured[chunking]]
+                drains = [drain for _, drain, _, _ in measured[chunking]]
+                ratios = [(sampled + drain) / sampled for sampled, drain, _, _ in measured[chunking]]
+                writing = statistics.median(busy for _, _, busy, _ in measured[chunking])
                 lines.append(f"| {name} | {chunking} | {per_chunk} | {steps - per_chunk * ((steps - 1) // per_chunk)} "
                              f"| {statistics.median(drains):.3f} | {min(drains):.3f} – {max(drains):.3f} "
-                             f"| {statistics.median(ratios):.3f} | {measured[chunking][0][2]:.3f} |")
+                             f"| {statistics.median(ratios):.3f} | {writing:.2f} | {measured[chunking][0][3]:.3f} |")
                 print(lines[-1], flush=True)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
