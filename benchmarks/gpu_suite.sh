@@ -22,7 +22,7 @@ for name in $only; do
         step toy_eval_g$g 100 python3 -m attnscope.runner.toy_evaluation --model "$model" --prompts 200 --seeds 4 \
           --steps 50 --guidance "$g" --batch 400 --out "$out/toy_eval_g$g.json" --markdown "$out/toy_eval_g$g.md"
       done ;;
-    capture_overhead) step capture_overhead 420 python3 benchmarks/capture_overhead.py --no-compile --no-daam \
+    capture_overhead) step capture_overhead 420 python3 benchmarks/capture_overhead.py --no-compile --no-daam --step-block 10 \
         --repeats "${REPEATS:-6}" --budget 400 --out "$out/capture_overhead.md" ;;
     capture_compiled) step capture_compiled 320 python3 benchmarks/capture_overhead.py --no-eager \
         --repeats "${REPEATS:-6}" --budget 300 --out "$out/capture_overhead_compiled.md" ;;
