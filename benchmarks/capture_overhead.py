@@ -95,7 +95,7 @@ def run_capture(pipe, kwargs: dict, calls: int, path: Path, storage: Storage = S
         returned = time.perf_counter()
     drain = time.perf_counter() - returned
     path.unlink()
-    return {"drain": drain, "waited": cap.writer_timing.waited}
+    return {"drain": drain, "waited": cap.writer_timing.waited, "writing": cap.writer_timing.writing}
 
 
 def run_daam(pipe, kwargs: dict, calls: int) -> dict:
@@ -120,7 +120,7 @@ def interleaved(arms: dict[str, Callable[[int], dict]], repeats: int, calls: int
 
     Repeats stop early when the next one would end after ``deadline`` (a ``time.perf_counter()`` value).
     """
-    results = {arm: {"times": [], "peaks": [], "drains": [], "waits": []} for arm in arms}
+    results = {arm: {"times": [], "peaks": [], "drains": [], "waits": [], "writing": []} for arm in arms}
     for _ in range(warm_ups):
         for arm, fn in arms.items():
             seconds = timed(lambda: fn(-1), device).seconds / calls
@@ -135,6 +135,7 @@ def interleaved(arms: dict[str, Callable[[int], dict]], repeats: int, calls: int
             if "drain" in measured.result:
                 results[arm]["drains"].append(measured.result["drain"])
                 results[arm]["waits"].append(measured.result["waited"])
+                results[arm]["writing"].append(measured.result["writing"])
         if time.perf_counter() + (time.perf_counter() - began) > deadline:
             break
     return results
@@ -163,6 +164,8 @@ def table(title: str, results: dict, calls: int) -> list[str]:
         f"{arm} " + ", ".join(f"{t:.3f}" for t in r["times"]) for arm, r in results.items()),
         "Seconds the sampling waited for the writer, per repeat: " + "; ".join(
         f"{arm} " + ", ".join(f"{w:.3f}" for w in r["waits"]) for arm, r in results.items() if r["waits"]),
+        "Seconds the writer thread worked (beside the sampling), per repeat: " + "; ".join(
+        f"{arm} " + ", ".join(f"{w:.2f}" for w in r["writing"]) for arm, r in results.items() if r["writing"]),
         "First warm-up measurement (compiles, if compiled), seconds per call: " + ", ".join(
         f"{arm} {r['warm_up']:.2f}" for arm, r in results.items()), ""]
     return lines
