@@ -155,11 +155,13 @@ def xor_steps(maps: np.ndarray, previous: np.ndarray | None = None) -> np.ndarra
     ``previous``: ``(rows, L)`` the step before the first one (a later block of the same rows), or ``None``
     when the first step starts the rows and is kept as is.
     """
-    bits = _bits(np.ascontiguousarray(maps))
-    out = bits.copy()
-    np.bitwise_xor(out[:, 1:], bits[:, :-1], out=out[:, 1:])
-    if previous is not None:
-        np.bitwise_xor(out[:, 0], _bits(np.ascontiguousarray(previous)), out=out[:, 0])
+    bits = _bits(maps)  # any strides: one pass reads them and writes the contiguous result
+    out = np.empty(bits.shape, bits.dtype)
+    np.bitwise_xor(bits[:, 1:], bits[:, :-1], out=out[:, 1:])
+    if previous is None:
+        out[:, 0] = bits[:, 0]
+    else:
+        np.bitwise_xor(bits[:, 0], _bits(previous), out=out[:, 0])
     return out.view(maps.dtype)
 
 

@@ -33,7 +33,7 @@ import os
 import queue
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -140,7 +140,7 @@ class BatchRows:
 
     slots: list[list[int]]
     starts: list[int] | None = None
-    previous: dict = field(default_factory=dict)  # (run, first slot) -> `compression.carry` of the last block
+    previous: np.ndarray | None = None  # `compression.carry` of the last block written: (rows, L)
 
 
 @dataclass
@@ -234,16 +234,6 @@ def _pad_tokens(file: h5py.File, rows: int) -> None:
         _append(tokens["position"], [-1] * n)
         _append(tokens["word"], [-1] * n)
         _append(tokens["branch"], [0] * n)
-
-
-def _spans(slots: list[int]) -> list[slice]:
-    """Consecutive runs of token slots as slices: ``[0, 1, 2, 7, 8]`` → ``[0:3, 7:9]``."""
-    spans, start = [], 0
-    for i in range(1, len(slots) + 1):
-        if i == len(slots) or slots[i] != slots[i - 1] + 1:
-            spans.append(slice(slots[start], slots[i - 1] + 1))
-            start = i
-    return spans
 
 
 class RunWriter:
@@ -468,18 +458,16 @@ class RunWriter:
         if item.ready is not None:
             item.ready.synchronize()
         maps = item.maps.numpy()
-        steps = slice(item.first, item.first + maps.shape[0])
+        n_steps, runs, tokens, width = maps.shape
+        by_slot = maps.reshape(n_steps, runs * tokens, width)
+        owned = [run * tokens + slot for run, slots in enumerate(rows.slots) for slot in slots]  # file row order
+        values = (by_slot if owned == list(range(runs * tokens)) else by_slot[:, owned]).transpose(1, 0, 2)
         kind = encoding(dataset)
-        # Few large writes: h5py lets go of the GIL while HDF5 compresses and writes, so the sampling thread
-        # keeps launching kernels; what holds the GIL is per-call bookkeeping, so calls are per run, not per row.
-        for index, (owned, row) in enumerate(zip(rows.slots, rows.starts)):
-            for span in _spans(owned):
-                values = maps[:, index, span].transpose(1, 0, 2)  # (rows, steps, L)
-                count = span.stop - span.start
-                key = (index, span.start)
-                dataset[row : row + count, steps] = encode(kind, values, rows.previous.get(key))
-                rows.previous[key] = carry(kind, values)
-                row += count
+        # One write per block (the batch's rows are consecutive): h5py drops and retakes the GIL around each
+        # HDF5 call it makes, so fewer calls hand the GIL back and forth with the sampling thread less often.
+        dataset[rows.starts[0] : rows.starts[0] + len(owned), item.first : item.first + n_steps] = encode(
+            kind, values, rows.previous)
+        rows.previous = carry(kind, values)
 
     def _write_batch(self, batch: _Batch) -> None:
         """Label the batch's runs, after all its steps: /runs and /tokens entries, then ``complete``."""
