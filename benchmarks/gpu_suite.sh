@@ -8,7 +8,7 @@
 set -u
 out=$1
 model=${2:-toy}
-only=${ONLY:-gpu_tests capture_overhead capture_compiled capture_dit see_scale toy_eval erasure_timing erasure_toy}
+only=${ONLY:-gpu_tests capture_overhead capture_compiled capture_dit see_scale writer_host toy_eval erasure_timing erasure_toy}
 mkdir -p "$out"
 step() {  # step NAME SECONDS COMMAND...
   local name=$1 seconds=$2; shift 2
@@ -34,6 +34,9 @@ for name in $only; do
     erasure_timing) step erasure_timing 90 python3 benchmarks/erasure_timing.py --repeats "${REPEATS:-3}" \
         --out "$out/erasure_timing.md" ;;
     gpu_tests) step gpu_tests 90 python3 -m pytest -q -m gpu tests -p no:cacheprovider ;;
+    writer_host)  # the run writer on this machine's host CPU (no GPU): its drain, and what it costs a busy thread
+      step writer_drain 150 python3 benchmarks/writer_drain.py --repeats 3 --out "$out/writer_drain.md"
+      step writer_contention 150 python3 benchmarks/writer_contention.py --repeats 6 --out "$out/writer_contention.md" ;;
     erasure_toy) step erasure_toy 240 python3 benchmarks/erasure_toy.py --model "$model" --out "$out/erasure.md" ;;
   esac
 done
