@@ -106,15 +106,19 @@ def batch_with_writer_process(x: torch.Tensor, ops: int, maps: torch.Tensor, pat
     ours, theirs = multiprocessing.Pipe()
     child = multiprocessing.get_context("fork").Process(target=_child_writer, args=(theirs, maps, path, storage))
     child.start()
-    block = ours.recv()
-    for first in range(0, steps, block):
-        for _ in range(min(block, steps - first)):
-            sampling_step(x, ops)
-        ours.send(first)
-    sampled = time.perf_counter() - started
-    ours.send(None)
-    assert ours.recv() == "closed"
+    theirs.close()  # the child's end: if the child dies, recv() below ends instead of waiting forever
+    with ours:
+        block = ours.recv()
+        for first in range(0, steps, block):
+            for _ in range(min(block, steps - first)):
+                sampling_step(x, ops)
+            ours.send(first)
+        sampled = time.perf_counter() - started
+        ours.send(None)
+        closed = ours.recv()
     child.join()
+    if closed != "closed" or child.exitcode != 0:
+        raise RuntimeError(f"the writer process failed (exit code {child.exitcode})")
     return sampled, time.perf_counter() - started
 
 

@@ -190,7 +190,7 @@ def test_capture_command_writes_the_storage_asked_for(tmp_path, one_thread):
         assert compression.storage_mode(runs.file["maps"]) == "quantised" and runs.complete.all()
 
 
-def test_steps_written_in_blocks_while_sampling_equal_one_write_of_all_steps(tmp_path, sd, files, one_thread):
+def test_steps_written_in_blocks_while_sampling_equal_one_write_of_all_steps(tmp_path, sd, one_thread):
     """Chunks of 2 steps: a batch's steps go to the file 2 at a time as it samples; quantised step
     differences run on from block to block."""
     for mode in ("lossless", "quantised"):

@@ -141,29 +141,37 @@ def test_the_writer_times_its_work_and_the_waits_it_causes(tmp_path, monkeypatch
 def test_a_capture_reports_its_writer_timing(sd):
     with capture(sd) as cap:
         generate(sd, JOBS[:1], SETTINGS, progress=False, cap=cap)
-    assert cap.writer_timing.writing > 0 and cap.writer_timing.waited >= 0 and cap.writer_timing.drain >= 0
+    assert cap.writer_timing.writing > 0 and cap.writer_timing.drain > 0  # set once the file is closed
 
 
 @pytest.mark.parametrize("mode", ["lossless", "quantised", "raw"])
-def test_each_run_of_a_batch_gets_the_token_slots_it_owns(tmp_path, mode):
+@pytest.mark.parametrize("slots", [[[0, 1, 2, 3], [0, 2]], [[0, 1, 2, 3], [0, 1, 2, 3]]], ids=["uneven", "every slot"])
+def test_each_run_of_a_batch_gets_its_token_slots_block_after_block_from_a_reused_buffer(tmp_path, mode, slots):
     """A batch is written in one piece per block of steps; runs own different slots of the host maps (a shorter
-    prompt, an unconditional branch after the conditional one) and read back exactly those, block after block."""
+    prompt, an unconditional branch after the conditional one) and read back exactly those. The blocks arrive
+    in one host buffer that is refilled once the writer is done with it, as the GPU's pinned blocks are: what
+    the next block is encoded against must not live in that buffer."""
     from attnscope.store import compression
     from attnscope.store.schema import CaptureSchema, RunRecord, layout
-    from attnscope.store.writer import RunWriter
+    from attnscope.store.writer import BatchRows, RunWriter
 
     schema = CaptureSchema(height=8, width=8, latent_height=4, latent_width=4, layers=tuple(layout([("l", "mid", 4, 4, 1)])),
-                           steps=tuple(range(5)), timesteps=(4.0, 3.0, 2.0, 1.0, 0.0), heads="mean", branch="both",
+                           steps=tuple(range(6)), timesteps=(5.0, 4.0, 3.0, 2.0, 1.0, 0.0), heads="mean", branch="both",
                            dtype="float16")
-    maps = torch.rand(2, 4, 5, 16, generator=torch.Generator().manual_seed(0)).to(torch.float16)  # (runs, slots, steps, L)
-    slots = [[0, 1, 2, 3], [0, 2]]  # run 1: one conditional token (slot 0) and one unconditional (slot 2)
-    records = [RunRecord("a red car", "", 0, 7.5, [(1, "a", 0), (2, "red", 1), (0, "<s>", -1), (1, "x", 0)], 2),
-               RunRecord("car", "", 1, 7.5, [(1, "car", 0), (0, "<s>", -1)], 1)]
+    maps = torch.rand(6, 2, 4, 16, generator=torch.Generator().manual_seed(0)).to(torch.float16)  # (steps, runs, slots, L)
+    # uneven: run 1 owns one conditional token (slot 0) and one unconditional (slot 2)
+    tokens = {4: [(1, "a", 0), (2, "red", 1), (0, "<s>", -1), (1, "x", 0)], 2: [(1, "car", 0), (0, "<s>", -1)]}
+    records = [RunRecord("a prompt", "", run, 7.5, tokens[len(owned)], len(owned) // 2) for run, owned in enumerate(slots)]
+    rows, buffer = BatchRows(slots), torch.empty(2, 2, 4, 16, dtype=torch.float16)
     with RunWriter(tmp_path / f"{mode}.h5", storage=compression.Storage(mode, step_block=2)) as writer:
         writer.open(schema)
-        writer.submit(maps, None, records, writer.reserve(2), slots=slots)
+        for first in range(0, 6, 2):
+            buffer.copy_(maps[first : first + 2])
+            writer.submit_steps(rows, first, buffer)
+            writer.flush()  # the writer is done with the buffer: it is refilled for the next block
+        writer.submit_runs(rows, records, writer.reserve(2))
     with RunFile(tmp_path / f"{mode}.h5") as runs:
         for run, owned in enumerate(slots):
             stored = compression.read(runs.file["maps"], runs.rows(run))  # (rows, steps, L)
-            expected = maps[run, owned].float().numpy()
-            assert np.abs(stored - expected).max() <= (compression.MAX_ERROR if mode == "quantised" else 0)
+            expected = maps[:, run, owned].transpose(0, 1).float().numpy()
+            assert np.abs(stored - expected).max() <= (compression.MAX_ERROR + 1e-6 if mode == "quantised" else 0)

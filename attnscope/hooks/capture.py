@@ -63,6 +63,7 @@ from attnscope.store.writer import BatchRows, RunWriter, WriterTiming
 
 
 HELD_BYTES = 128 << 20  # held q/k are mapped once they keep this much device memory alive
+STEPS_IN_FLIGHT = 64  # stored steps that may wait in pinned host memory for the writer before sampling waits
 
 
 class CaptureProcessor:
@@ -168,8 +169,7 @@ class Capture:
         self.layers = self._find_layers(selection.layers)
         self._writer = RunWriter(sink, resume=resume, overwrite=overwrite, storage=storage)
         device = self._backbone().device
-        # blocks of steps in flight: 16 blocks of 4 steps hold 1.3 calls of 50 steps before sampling waits
-        self._pool = PinnedPool(capacity=16) if device.type == "cuda" else None
+        self._pool: PinnedPool | None = None  # pinned blocks of steps in flight (CUDA), sized once the file is open
         self._copy_stream = torch.cuda.Stream(device) if device.type == "cuda" else None
         self._compiled = is_compiled(self._backbone())
         self._text_calls: list[torch.Tensor] = []
@@ -385,10 +385,13 @@ class Capture:
                    file_rows: BatchRows) -> StepMaps:
         """Buffers of a batch whose stored steps each hold maps of ``shape`` (runs, token slots, L); its blocks of
         steps go to the writer as they fill."""
-        if self._pool is None:
+        if device.type != "cuda":
             def take(block_shape, dtype):
                 return torch.zeros(block_shape, dtype=dtype), lambda: None
         else:
+            if self._pool is None:  # about STEPS_IN_FLIGHT stored steps, in blocks of the file's steps per chunk
+                self._pool = PinnedPool(capacity=max(2, -(-STEPS_IN_FLIGHT // self._writer.step_block)))
+
             def take(block_shape, dtype):
                 return self._pool.take(block_shape, dtype, check=self._writer.check)
 

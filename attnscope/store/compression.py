@@ -181,9 +181,12 @@ def encode(kind: str, maps: np.ndarray, previous: np.ndarray | None = None) -> n
 
 
 def carry(kind: str, maps: np.ndarray) -> np.ndarray | None:
-    """What the next block of steps of the same rows is encoded against: ``(rows, L)`` (``None``: nothing)."""
+    """What the next block of steps of the same rows is encoded against: ``(rows, L)`` (``None``: nothing).
+
+    Always a copy: ``maps`` may sit in a host buffer that is reused for the next block.
+    """
     if kind == STEP_XOR:
-        return np.ascontiguousarray(maps[:, -1])
+        return maps[:, -1].copy()
     if kind == STEP_DELTA:
         return quantise(maps[:, -1:])[:, 0]
     return None
