@@ -38,11 +38,10 @@ from pathlib import Path
 import torch
 
 from attnscope.store.compression import Storage
-from attnscope.store.schema import RunRecord
 from attnscope.store.writer import BatchRows, RunWriter
 
 sys.path.insert(0, str(Path(__file__).parent))
-from writer_drain import drifting_maps, schema  # noqa: E402
+from writer_drain import drifting_maps, records, schema  # noqa: E402
 
 RUNS, ROWS, WIDTH, STEPS = 8, 17, 26944, 50
 
@@ -78,8 +77,7 @@ def batch_with_writer(x: torch.Tensor, ops: int, maps: torch.Tensor, path: Path,
                 sampling_step(x, ops)
             writer.submit_steps(owned, first, maps[first : first + count])  # a view: no copy on this thread
         sampled = time.perf_counter() - started
-        records = [RunRecord("a prompt", "", run, 7.5, [(row, "t", row) for row in range(rows)]) for run in range(runs)]
-        writer.submit_runs(owned, records, writer.reserve(runs))
+        writer.submit_runs(owned, records(runs, rows), writer.reserve(runs))
     return sampled, time.perf_counter() - started
 
 
@@ -92,8 +90,7 @@ def _child_writer(connection, maps: torch.Tensor, path: Path, storage: Storage) 
         owned = BatchRows([list(range(rows))] * runs)
         while (first := connection.recv()) is not None:
             writer.submit_steps(owned, first, maps[first : first + writer.step_block])
-        records = [RunRecord("a prompt", "", run, 7.5, [(row, "t", row) for row in range(rows)]) for run in range(runs)]
-        writer.submit_runs(owned, records, writer.reserve(runs))
+        writer.submit_runs(owned, records(runs, rows), writer.reserve(runs))
     connection.send("closed")
 
 

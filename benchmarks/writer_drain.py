@@ -70,6 +70,11 @@ def schema(steps: int, width: int) -> CaptureSchema:
     )
 
 
+def records(runs: int, rows: int) -> list[RunRecord]:
+    """One record per run of a replayed batch, ``rows`` labelled tokens each."""
+    return [RunRecord("a prompt", "", run, 7.5, [(row, "t", row) for row in range(rows)]) for run in range(runs)]
+
+
 def replay(path: Path, maps: torch.Tensor, step_seconds: float, storage: Storage) -> tuple[float, float, float, float]:
     """``(sampling seconds, drain seconds, writer seconds, stored ÷ raw bytes)`` of one capture context that
     writes ``maps`` to ``path``."""
@@ -83,8 +88,7 @@ def replay(path: Path, maps: torch.Tensor, step_seconds: float, storage: Storage
         count = min(block, steps - first)
         time.sleep(step_seconds * count)  # the GPU samples the block's steps
         writer.submit_steps(owned, first, maps[first : first + count].clone())
-    records = [RunRecord("a prompt", "", run, 7.5, [(row, "t", row) for row in range(rows)]) for run in range(runs)]
-    writer.submit_runs(owned, records, writer.reserve(runs))
+    writer.submit_runs(owned, records(runs, rows), writer.reserve(runs))
     sampled = time.perf_counter()
     writer.close()
     drain = time.perf_counter() - sampled
