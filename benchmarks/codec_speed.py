@@ -5,8 +5,8 @@ Maps like a capture's: 17 token rows × 10 stored steps × 26,944 values (SD 1.4
 storage modes encode them (float16 step XOR for lossless, uint8 step
 differences for quantised), written through h5py into an in-memory file in
 chunks ``(1 row, 10 steps, w)`` — the shape :class:`attnscope.store.compression.Storage`
-gave when the codec was chosen (it now gives 3 or 4 steps: ``benchmarks/writer_drain.py``) — 6 times over. Speeds are MB of encoded input per second; ratio is
-stored bytes ÷ input bytes.
+gave when the codec was chosen (it now gives 3 or 4 steps: ``benchmarks/writer_drain.py``) —
+6 times over. Speeds are MB of encoded input per second; ratio is stored bytes ÷ input bytes.
 
     python benchmarks/codec_speed.py
 """

@@ -277,7 +277,8 @@ class Capture:
     @property
     def writer_timing(self) -> WriterTiming:
         """Seconds the run writer spent writing and the sampling spent waiting for it so far (its queue or
-        host buffers full), and, once the context has closed, its drain (:class:`~attnscope.store.writer.WriterTiming`)."""
+        host buffers full), and, once the context has closed, its drain
+        (:class:`~attnscope.store.writer.WriterTiming`)."""
         timing = self._writer.timing
         return replace(timing, waited=timing.waited + (self._pool.waited if self._pool is not None else 0.0))
 

@@ -75,9 +75,10 @@ class WriterTiming:
     """Seconds a capture's writing took, and how much of it the sampling felt.
 
     ``writing``: the writer thread encoding, compressing and writing (beside the
-    sampling; it includes waiting for a block's device-to-host copies to land); ``waited``: the sampling thread blocked on the writer — its queue
-    or its host buffers full, i.e. the writer fell behind; ``drain``: closing,
-    after sampling ended (the last blocks still to write).
+    sampling; it includes waiting for a block's device-to-host copies to land);
+    ``waited``: the sampling thread blocked on the writer — its queue or its
+    host buffers full, i.e. the writer fell behind; ``drain``: closing, after
+    sampling ended (the last blocks still to write).
     """
 
     writing: float = 0.0
